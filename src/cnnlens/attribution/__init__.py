@@ -1,0 +1,90 @@
+"""Attribution methods and the :func:`attribute` entry point.
+
+Importing this package registers every method; :func:`attribute` looks one up
+by name, runs it with the model in eval mode and its parameters frozen, and
+restores the model's state afterwards, exceptions included.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+
+from ..errors import MethodError
+from ..explanation import Explanation
+from ..hooks import preserved
+from ..models.base import LoadedModel
+from ..registry import get_method
+from . import cam, gradient, occlusion  # noqa: F401  (registers the methods)
+
+
+def _check_input(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor (use model.preprocess(image)), got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.device != model.device:
+        raise ValueError(
+            f"x is on {x.device} but the model is on {model.device}; move one of them "
+            "(model.to(device) or x.to(device))"
+        )
+    return x
+
+
+def _bind_params(fn, method: str, params: dict) -> dict:
+    sig = inspect.signature(fn)
+    accepted = [p for p in list(sig.parameters)[3:]]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise MethodError(
+            f"method {method!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(accepted) or 'none'}"
+        )
+    merged = {k: sig.parameters[k].default for k in accepted}
+    merged.update(params)
+    return merged
+
+
+def attribute(
+    model, x: torch.Tensor, method: str = "gradcam", target=None, **params
+) -> Explanation:
+    """Explain the model's output on ``x`` with a registered method.
+
+    Args:
+        model: a :class:`LoadedModel` or a bare ``nn.Module`` (inputs taken as normalised).
+        x: ``(N, 3, H, W)`` (or ``(3, H, W)``) input on the model's device.
+        method: a name from :func:`cnnlens.list_methods`.
+        target: ``None`` (top-1), a class index, one entry per image, a tensor,
+            or ``"top5"``-style strings.
+        **params: the method's own parameters (``layer``, ``window``, ...).
+
+    Returns:
+        An :class:`Explanation` with ``maps (N, T, H, W)`` on ``x``'s device.
+    """
+    model = LoadedModel.wrap(model)
+    info = get_method(method)
+    x = _check_input(x, model)
+    merged = _bind_params(info.fn, method, params)
+    start = time.perf_counter()
+    with preserved(model.net):
+        out = info.fn(model, x, target, **params)
+    seconds = time.perf_counter() - start
+    extras = dict(out.extras)
+    signed = bool(extras.pop("signed", info.signed))
+    return Explanation(
+        maps=out.maps,
+        targets=out.targets,
+        method=method,
+        params=merged,
+        seconds=seconds,
+        signed=signed,
+        extras=extras,
+        inputs=x,
+    )
+
+
+__all__ = ["attribute"]

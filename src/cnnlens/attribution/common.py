@@ -1,0 +1,79 @@
+"""Small pieces shared by attribution methods: scores, upsampling, batching, blur."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+SCORES = ("logit", "prob", "logprob")
+
+
+class MethodOutput(NamedTuple):
+    """What a registered method returns: ``maps (N, T, H, W)``, ``targets (N, T)``."""
+
+    maps: torch.Tensor
+    targets: torch.Tensor
+    extras: dict = {}
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    return score
+
+
+def to_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
+    """Turn logits ``(N, C)`` into the quantity being explained."""
+    if score == "prob":
+        return F.softmax(logits, dim=1)
+    if score == "logprob":
+        return F.log_softmax(logits, dim=1)
+    return logits
+
+
+def gather_scores(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``values (N, C)`` at ``targets (N, T)`` -> ``(N, T)``."""
+    return values.gather(1, targets)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, T, h, w)`` maps to ``size`` (half-pixel centres)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def default_batch_size(x: torch.Tensor) -> int:
+    """How many images of ``x``'s size to run per forward pass by default.
+
+    On CPU small batches win: measured on 2 cores with EfficientNet-Lite0 at
+    224 px, batches of 4-8 ran 15-25 ms per image and batches of 32-128 ran
+    35-85 ms per image (caches overflow). On a GPU a budget of 128 images at
+    224 px keeps activation memory of ImageNet-sized CNNs to a few GiB.
+    """
+    h, w = x.shape[-2:]
+    budget = (128 if x.is_cuda else 8) * 224 * 224
+    return max(1, min(256, budget // max(1, h * w)))
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` with reflect padding."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(round(3 * sigma)))
+    coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    pad_h = min(radius, x.shape[-2] - 1)
+    pad_w = min(radius, x.shape[-1] - 1)
+    kh = kernel[radius - pad_h : radius + pad_h + 1]
+    kw = kernel[radius - pad_w : radius + pad_w + 1]
+    kh = (kh / kh.sum()).view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    kw = (kw / kw.sum()).view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    y = F.pad(x, (0, 0, pad_h, pad_h), mode="reflect")
+    y = F.conv2d(y, kh, groups=c)
+    y = F.pad(y, (pad_w, pad_w, 0, 0), mode="reflect")
+    return F.conv2d(y, kw, groups=c)

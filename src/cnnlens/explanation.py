@@ -1,0 +1,78 @@
+"""The result type every attribution method returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Explanation:
+    """Saliency maps for a batch of images and one or more targets per image.
+
+    Attributes:
+        maps: ``(N, T, H, W)`` tensor on the input's device, at input resolution.
+            Signed methods keep their sign; display code decides how to show it.
+        targets: ``(N, T)`` long tensor of class indices, one row per image.
+        method: registry name of the method that produced the maps.
+        params: the keyword parameters the method ran with (JSON-friendly).
+        seconds: wall time of the call.
+        signed: whether negative values carry meaning (a diverging colormap fits).
+        extras: method-specific side results (e.g. the layer used).
+        inputs: the normalised input batch ``(N, 3, H, W)`` the maps explain (a
+            reference, not a copy), so reports can show the images.
+    """
+
+    maps: torch.Tensor
+    targets: torch.Tensor
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    signed: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+    inputs: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.maps.dim() != 4:
+            raise ValueError(f"maps must be (N, T, H, W), got shape {tuple(self.maps.shape)}")
+        if self.targets.shape != self.maps.shape[:2]:
+            raise ValueError(
+                f"targets {tuple(self.targets.shape)} do not match maps {tuple(self.maps.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.maps.shape[0]
+
+    @classmethod
+    def cat(cls, parts: list[Explanation]) -> Explanation:
+        """Join explanations of the same method computed on consecutive batches."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        if any(p.method != first.method for p in parts):
+            raise ValueError("can only concatenate explanations of one method")
+        inputs = None
+        if all(p.inputs is not None for p in parts):
+            inputs = torch.cat([p.inputs for p in parts])
+        return cls(
+            maps=torch.cat([p.maps for p in parts]),
+            targets=torch.cat([p.targets for p in parts]),
+            method=first.method,
+            params=first.params,
+            seconds=sum(p.seconds for p in parts),
+            signed=first.signed,
+            extras=first.extras,
+            inputs=inputs,
+        )
+
+    def normalized(self) -> torch.Tensor:
+        """Maps scaled per (image, target) for display: [0, 1], or [-1, 1] when signed."""
+        flat = self.maps.flatten(2)
+        if self.signed:
+            scale = flat.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
+            return (flat / scale).view_as(self.maps)
+        lo = flat.amin(dim=2, keepdim=True)
+        hi = flat.amax(dim=2, keepdim=True)
+        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(self.maps)

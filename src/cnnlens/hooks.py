@@ -1,0 +1,135 @@
+"""Scoped hooks and model-state preservation.
+
+Every hook cnnlens places on a model is registered inside :func:`capture` and
+removed in ``finally``; :func:`preserved` restores each module's training flag
+and each parameter's ``requires_grad`` on exit, exceptions included. A model
+leaves every cnnlens call exactly as it came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .layers import resolve_layer
+
+
+@contextmanager
+def preserved(
+    net: nn.Module, *, eval_mode: bool = True, freeze: bool = True
+) -> Iterator[nn.Module]:
+    """Run a block with ``net`` in eval mode and frozen parameters, then restore both.
+
+    Args:
+        net: the model.
+        eval_mode: switch every module to eval inside the block.
+        freeze: set ``requires_grad=False`` on every parameter inside the block,
+            so backward passes compute only what an explanation needs.
+    """
+    modes = [(m, m.training) for m in net.modules()]
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    try:
+        if eval_mode:
+            net.eval()
+        if freeze:
+            for p, _ in flags:
+                p.requires_grad_(False)
+        yield net
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass
+class Captured:
+    """What :func:`capture` recorded for one forward pass.
+
+    ``activations[name]`` is the layer's output. With ``gradients=True`` it is a
+    leaf tensor that requires grad: the graph below the layer is cut, so a
+    backward pass from the output stops there and ``torch.autograd.grad(score,
+    activations[name])`` gives the layer gradient cheaply. ``inputs[name]`` is
+    the (first) positional input of the layer. When a module runs several times
+    in one forward pass the last call is kept and ``calls[name]`` counts them.
+    """
+
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.activations.clear()
+        self.inputs.clear()
+        self.calls.clear()
+
+
+@contextmanager
+def capture(
+    net: nn.Module,
+    layers: Sequence[str | nn.Module],
+    *,
+    gradients: bool = False,
+    record_inputs: bool = False,
+) -> Iterator[Captured]:
+    """Record the outputs (and optionally inputs) of ``layers`` during forward passes.
+
+    Args:
+        net: the model.
+        layers: dotted names or modules inside ``net``.
+        gradients: make each captured output a leaf that requires grad (see
+            :class:`Captured`); what runs after the layer sees a copy, so
+            in-place operations downstream cannot change the captured values.
+        record_inputs: also keep each layer's first positional input.
+
+    Yields:
+        A :class:`Captured` filled by every forward pass run inside the block.
+    """
+    record = Captured()
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, args, output):
+            record.calls[name] = record.calls.get(name, 0) + 1
+            if record_inputs and args:
+                record.inputs[name] = args[0]
+            if not isinstance(output, torch.Tensor):
+                record.activations[name] = output
+                return None
+            if gradients:
+                leaf = output.detach().requires_grad_(True)
+                record.activations[name] = leaf
+                return leaf.clone()
+            record.activations[name] = output
+            return None
+
+        return hook
+
+    try:
+        for layer in layers:
+            name, module = resolve_layer(net, layer)
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield record
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def hook_count(net: nn.Module) -> int:
+    """Number of hooks of any kind currently registered on ``net``'s modules (for tests)."""
+    total = 0
+    for m in net.modules():
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_state_dict_hooks",
+            "_load_state_dict_pre_hooks",
+        ):
+            total += len(getattr(m, attr, {}) or {})
+    return total

@@ -1,0 +1,150 @@
+"""Finding layers by dotted name, suggesting close names, and picking defaults."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import LayerError
+
+_POOLING = (
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+)
+
+
+def resolve_layer(net: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(dotted_name, module)`` for a name or a module inside ``net``.
+
+    Raises:
+        LayerError: the name is not in the model; the message lists the closest names.
+    """
+    if isinstance(layer, nn.Module):
+        for name, module in net.named_modules():
+            if module is layer:
+                return name, module
+        raise LayerError(f"module {type(layer).__name__} is not part of this model")
+    modules = dict(net.named_modules())
+    if layer in modules and layer != "":
+        return layer, modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
+    if not close:
+        close = [n for n in names if n.startswith(layer.split(".")[0])][:5]
+    hint = f" Closest names: {', '.join(close)}." if close else ""
+    raise LayerError(
+        f"no layer named {layer!r} in {type(net).__name__}.{hint} "
+        "List all with `cnnlens layers MODEL` or cl.layers(model)."
+    )
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One module of a model: its dotted name, type and output shape for one input."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    params: int
+
+    def __str__(self) -> str:
+        shape = "x".join(map(str, self.output_shape)) if self.output_shape else "-"
+        return f"{self.name:40s} {self.type:24s} {shape}"
+
+
+def trace_layers(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> list[LayerInfo]:
+    """Every named module in completion order of one forward pass, with output shapes.
+
+    Modules that do not run in the forward pass are listed last without a shape.
+    """
+    from .hooks import preserved
+
+    order: list[tuple[str, tuple[int, ...] | None]] = []
+    handles = []
+    named = [(n, m) for n, m in net.named_modules() if n]
+
+    def make(name: str):
+        def hook(module, args, output):
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
+            order.append((name, shape))
+
+        return hook
+
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    try:
+        for n, m in named:
+            handles.append(m.register_forward_hook(make(n)))
+        with preserved(net), torch.no_grad():
+            net(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(named)
+    seen: dict[str, tuple[int, ...] | None] = {}
+    for name, shape in order:
+        seen.setdefault(name, shape)
+    infos = [
+        LayerInfo(n, type(modules[n]).__name__, s, sum(p.numel() for p in modules[n].parameters()))
+        for n, s in seen.items()
+    ]
+    for n, m in named:
+        if n not in seen:
+            infos.append(
+                LayerInfo(n, type(m).__name__, None, sum(p.numel() for p in m.parameters()))
+            )
+    return infos
+
+
+_DEFAULT_CACHE: dict[int, str] = {}
+
+
+def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
+    """The last feature map with spatial extent: the output of the last conv block.
+
+    It is the last module to *finish* with a 4-D output larger than 1x1 that is
+    not a pooling layer, so the outermost block wins over its last sub-layer
+    (``layer4`` in a ResNet, ``bn2`` in timm's EfficientNet).
+    """
+    key = id(net)
+    if key in _DEFAULT_CACHE and _DEFAULT_CACHE[key] in dict(net.named_modules()):
+        return _DEFAULT_CACHE[key]
+    modules = dict(net.named_modules())
+    best = None
+    for info in trace_layers(net, input_size):
+        shape = info.output_shape
+        if shape is None or len(shape) != 3 or shape[1] * shape[2] <= 1:
+            continue
+        if isinstance(modules[info.name], _POOLING):
+            continue
+        best = info.name
+    if best is None:
+        raise LayerError(
+            f"{type(net).__name__} has no layer with a spatial feature map; pass layer= explicitly"
+        )
+    _DEFAULT_CACHE[key] = best
+    return best
+
+
+def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` registered in the model (the classifier of most CNNs)."""
+    found = None
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Linear):
+            found = (name, m)
+    if found is None:
+        raise LayerError(f"{type(net).__name__} has no nn.Linear layer")
+    return found
+
+
+def list_layers(model) -> list[LayerInfo]:
+    """`cl.layers(model)`: every module, its type and output shape at the model's input size."""
+    from .models.base import LoadedModel
+
+    model = LoadedModel.wrap(model)
+    size = model.preprocess_spec.crop
+    return trace_layers(model.net, (size, size))

@@ -1,0 +1,161 @@
+"""Explain many image files with many methods and write one report.
+
+This is the engine behind ``cnnlens explain``; it is also usable from Python.
+A file that cannot be read, or a method that fails on an image, is recorded in
+``errors`` and everything else is still explained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import progress
+from .attribution import attribute
+from .errors import CnnlensError, ImageError
+from .explanation import Explanation
+from .io import list_images, load_image, sample_images
+from .models.base import LoadedModel, Prediction
+from .registry import method_names
+from .report import build_report
+
+
+@dataclass
+class ExplainRun:
+    """What :func:`explain_files` produced."""
+
+    names: list[str]
+    predictions: Prediction | None
+    explanations: list[Explanation]
+    errors: list[dict] = field(default_factory=list)
+    report_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether at least one map was computed."""
+        return any(torch.isfinite(e.maps).any() for e in self.explanations)
+
+
+def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
+    """``"all"``, a comma-separated string, or a list of names -> validated names."""
+    from .registry import get_method
+
+    if methods is None:
+        return ["gradient", "cam", "gradcam", "occlusion"]
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if list(methods) == ["all"]:
+        return method_names()
+    for m in methods:
+        get_method(m)  # raises with suggestions
+    return list(methods)
+
+
+def gather_images(inputs: Sequence[str | Path]) -> tuple[list[str], list, list[dict]]:
+    """Load the images behind files/folders; bundled samples when ``inputs`` is empty."""
+    if not inputs:
+        samples = sample_images()
+        return list(samples), list(samples.values()), []
+    names, images, errors = [], [], []
+    try:
+        paths = list_images(inputs)
+    except ImageError as e:
+        return [], [], [{"image": e.path, "method": None, "error": str(e)}]
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            names.append(str(path))
+        except ImageError as e:
+            errors.append({"image": str(path), "method": None, "error": e.reason})
+    return names, images, errors
+
+
+def explain_files(
+    model: LoadedModel,
+    inputs: Sequence[str | Path] = (),
+    *,
+    methods: str | Sequence[str] | None = None,
+    target=None,
+    out_dir: str | Path | None = "cnnlens-report",
+    method_params: dict[str, dict] | None = None,
+    title: str = "cnnlens report",
+) -> ExplainRun:
+    """Explain every readable image in ``inputs`` with every method, then write a report.
+
+    Args:
+        model: the loaded model.
+        inputs: image files and folders (recursive); empty means the bundled samples.
+        methods: method names, ``"all"``, or None for the default four.
+        target: target specification applied to each image (see :mod:`cnnlens.targets`).
+        out_dir: report folder; None skips writing.
+        method_params: extra parameters per method name, e.g. ``{"occlusion": {"stride": 16}}``.
+        title: report title.
+
+    Returns:
+        An :class:`ExplainRun` with per-method explanations over all readable images.
+        Maps of an image on which a method failed are NaN, and the error is recorded.
+    """
+    names, images, errors = gather_images(inputs)
+    chosen = resolve_methods(methods)
+    method_params = method_params or {}
+    run = ExplainRun(names=names, predictions=None, explanations=[], errors=errors)
+    if not images:
+        return run
+    x = model.preprocess(images)
+    run.predictions = model.predict(x, top_k=5)
+    with progress.task("images x methods", len(images) * len(chosen)) as advance:
+        for method in chosen:
+            parts, failures = [], 0
+            for i, name in enumerate(names):
+                try:
+                    parts.append(
+                        attribute(
+                            model,
+                            x[i : i + 1],
+                            method,
+                            target=target,
+                            **method_params.get(method, {}),
+                        )
+                    )
+                except (CnnlensError, ValueError, RuntimeError, TypeError) as e:
+                    failures += 1
+                    run.errors.append({"image": name, "method": method, "error": str(e)})
+                    parts.append(None)
+                advance(1)
+            if failures == len(names):
+                continue
+            run.explanations.append(_join(parts, x))
+    if out_dir is not None:
+        run.report_path = build_report(
+            run.explanations,
+            out_dir,
+            model=model,
+            images=model.display_images(x),
+            names=names,
+            predictions=run.predictions,
+            errors=run.errors,
+            title=title,
+        )
+    return run
+
+
+def _join(parts: list[Explanation | None], x: torch.Tensor) -> Explanation:
+    """Concatenate per-image explanations; failed images get NaN maps of the same shape."""
+    good = next(p for p in parts if p is not None)
+    filled = []
+    for i, p in enumerate(parts):
+        if p is None:
+            p = Explanation(
+                maps=torch.full_like(good.maps, math.nan),
+                targets=torch.full_like(good.targets, -1),
+                method=good.method,
+                params=good.params,
+                signed=good.signed,
+                inputs=x[i : i + 1],
+            )
+        filled.append(p)
+    return Explanation.cat(filled)
