@@ -9,7 +9,7 @@ from torch import nn
 
 import cnnlens as cl
 from cnnlens.hooks import capture, preserved
-from cnnlens.layers import default_layer, resolve_layer
+from cnnlens.layer_lookup import default_layer, resolve_layer
 from cnnlens.targets import resolve_targets
 from helpers import HOOK_ATTRS, tiny_cnn
 

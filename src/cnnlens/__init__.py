@@ -16,7 +16,7 @@ from .errors import (
 from .explanation import Explanation
 from .hooks import capture, preserved
 from .io import load_image, sample_images
-from .layers import list_layers as layers
+from .layer_lookup import list_layers as layers
 from .models import LoadedModel, Prediction, Preprocess, list_models, load_model
 from .registry import get_method, list_methods, register
 from .report import report

@@ -199,7 +199,7 @@ def layers(
     trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a trusted checkpoint."),
 ) -> None:
     """List a model's layers: dotted name, type and output shape."""
-    from .layers import default_layer, list_layers
+    from .layer_lookup import default_layer, list_layers
 
     loaded = _load(model, weights, trust_checkpoint, None, None)
     size = loaded.preprocess_spec.crop

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import resolve_layer
+from .layer_lookup import resolve_layer
 
 
 @contextmanager

@@ -56,6 +56,8 @@ def resolve_targets(target: TargetSpec, n: int, logits: torch.Tensor | None = No
     if isinstance(target, int):
         out = torch.full((n, 1), target, dtype=torch.long, device=device)
     elif isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TargetError(f"a target tensor must hold integers, got dtype {target.dtype}")
         out = target.to(device=device, dtype=torch.long)
         if out.dim() == 0:
             out = out.expand(n).reshape(n, 1)

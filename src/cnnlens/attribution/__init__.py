@@ -70,7 +70,8 @@ def attribute(
     x = _check_input(x, model)
     merged = _bind_params(info.fn, method, params)
     start = time.perf_counter()
-    with preserved(model.net):
+    # Gradients are switched on even inside a caller's torch.no_grad() block.
+    with preserved(model.net), torch.enable_grad():
         out = info.fn(model, x, target, **params)
     seconds = time.perf_counter() - start
     extras = dict(out.extras)

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import MethodError
 from ..hooks import capture
-from ..layers import default_layer, last_linear, resolve_layer
+from ..layer_lookup import default_layer, last_linear, resolve_layer
 from ..registry import register
 from ..targets import resolve_targets
 from .common import MethodOutput, check_score, gather_scores, to_scores, upsample

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -100,7 +101,8 @@ def trace_layers(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> li
     return infos
 
 
-_DEFAULT_CACHE: dict[int, str] = {}
+# model -> {input size: default layer name}; weak, so a freed model's entry goes with it.
+_DEFAULT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
@@ -110,9 +112,10 @@ def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> s
     not a pooling layer, so the outermost block wins over its last sub-layer
     (``layer4`` in a ResNet, ``bn2`` in timm's EfficientNet).
     """
-    key = id(net)
-    if key in _DEFAULT_CACHE and _DEFAULT_CACHE[key] in dict(net.named_modules()):
-        return _DEFAULT_CACHE[key]
+    cached = _DEFAULT_CACHE.get(net, {})
+    size = tuple(input_size)
+    if size in cached and cached[size] in dict(net.named_modules()):
+        return cached[size]
     modules = dict(net.named_modules())
     best = None
     for info in trace_layers(net, input_size):
@@ -126,7 +129,7 @@ def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> s
         raise LayerError(
             f"{type(net).__name__} has no layer with a spatial feature map; pass layer= explicitly"
         )
-    _DEFAULT_CACHE[key] = best
+    _DEFAULT_CACHE.setdefault(net, {})[size] = best
     return best
 
 
