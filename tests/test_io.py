@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnlens import colormaps as ccm
 from cnnlens import io as cio
 from cnnlens.errors import ImageError
 
@@ -395,22 +396,22 @@ def test_sample_images_grey_and_unknown() -> None:
 )
 def test_colorize_endpoints(cmap: str, first: tuple, last: tuple) -> None:
     values = np.array([[3.0, 5.0], [7.0, 11.0]])
-    out = cio.colorize(values, cmap=cmap)
+    out = ccm.colorize(values, cmap=cmap)
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert tuple(out[0, 0]) == first
     assert tuple(out[1, 1]) == last
-    rev = cio.colorize(values, cmap=cmap + "_r")
+    rev = ccm.colorize(values, cmap=cmap + "_r")
     assert tuple(rev[0, 0]) == last and tuple(rev[1, 1]) == first
 
 
 def test_colormaps_listed() -> None:
-    assert {"inferno", "jet", "gray", "coolwarm"} <= set(cio.COLORMAPS)
+    assert {"inferno", "jet", "gray", "coolwarm"} <= set(ccm.COLORMAPS)
     with pytest.raises(ValueError, match="inferno"):
-        cio.colorize(np.zeros((2, 2)), cmap="rainbowz")
+        ccm.colorize(np.zeros((2, 2)), cmap="rainbowz")
 
 
 def test_inferno_lightness_increases() -> None:
-    ramp = cio.colorize(np.linspace(0, 1, 256)[None, :], cmap="inferno")[0].astype(float)
+    ramp = ccm.colorize(np.linspace(0, 1, 256)[None, :], cmap="inferno")[0].astype(float)
     luma = ramp @ np.array([0.2126, 0.7152, 0.0722])
     assert (np.diff(luma) > -1.0).all()
     assert luma[-1] - luma[0] > 200
@@ -419,43 +420,43 @@ def test_inferno_lightness_increases() -> None:
 def test_inferno_close_to_matplotlib() -> None:
     matplotlib = pytest.importorskip("matplotlib")
     steps = np.linspace(0, 1, 256)
-    ours = cio.colorize(steps[None, :], cmap="inferno")[0].astype(int)
+    ours = ccm.colorize(steps[None, :], cmap="inferno")[0].astype(int)
     theirs = np.rint(matplotlib.colormaps["inferno"](steps)[:, :3] * 255).astype(int)
     assert np.abs(ours - theirs).max() <= 16
 
 
 def test_colorize_signed_uses_symmetric_coolwarm() -> None:
     values = np.array([[-2.0, 0.0, 1.0, np.nan]])
-    out = cio.colorize(values, signed=True)
+    out = ccm.colorize(values, signed=True)
     negative, zero, positive, nan = (tuple(int(c) for c in px) for px in out[0])
     assert negative == (59, 76, 192)  # -2 is the lower end of [-2, 2]
     assert min(zero) >= 220 and max(zero) - min(zero) <= 10  # white-ish centre
     assert positive[0] > positive[2] + 40  # half way to red
     assert positive != (180, 4, 38)
     assert nan == zero  # NaN counts as 0
-    assert tuple(cio.colorize(np.zeros((1, 1)), signed=True)[0, 0]) == zero
+    assert tuple(ccm.colorize(np.zeros((1, 1)), signed=True)[0, 0]) == zero
 
 
 def test_colorize_range_options_and_tensors() -> None:
     values = np.array([[0.0, 0.5, 1.0, 2.0]])
-    clipped = cio.colorize(values, cmap="gray", vmin=0.0, vmax=1.0)
+    clipped = ccm.colorize(values, cmap="gray", vmin=0.0, vmax=1.0)
     assert [int(v) for v in clipped[0, :, 0]] == [0, 128, 255, 255]
     tensor = torch.tensor([[[0.0, 0.5, 1.0, 2.0]]], dtype=torch.float16)
-    assert np.array_equal(cio.colorize(tensor, cmap="gray"), cio.colorize(values, cmap="gray"))
-    flat = cio.colorize(np.full((2, 2), 3.0), cmap="gray")
+    assert np.array_equal(ccm.colorize(tensor, cmap="gray"), ccm.colorize(values, cmap="gray"))
+    flat = ccm.colorize(np.full((2, 2), 3.0), cmap="gray")
     assert (flat == 0).all()
     with pytest.raises(ValueError, match="vmin"):
-        cio.colorize(values, vmin=2.0, vmax=1.0)
+        ccm.colorize(values, vmin=2.0, vmax=1.0)
     with pytest.raises(ValueError, match="2-D"):
-        cio.colorize(np.zeros((2, 2, 2)))
+        ccm.colorize(np.zeros((2, 2, 2)))
 
 
 def test_colorbar() -> None:
-    bar = cio.colorbar()
+    bar = ccm.colorbar()
     assert bar.mode == "RGB" and bar.size == (256, 12)
     assert _pixel(bar, (0, 5)) == (0, 0, 4)
     assert _pixel(bar, (255, 5)) == (252, 255, 164)
-    signed = cio.colorbar(width=101, height=3, signed=True)
+    signed = ccm.colorbar(width=101, height=3, signed=True)
     assert signed.size == (101, 3)
     assert _pixel(signed, (0, 0)) == (59, 76, 192)
     assert min(_pixel(signed, (50, 1))) >= 220
@@ -468,22 +469,22 @@ def test_overlay_resizes_and_blends() -> None:
     image = Image.new("RGB", (40, 30), (100, 100, 100))
     values = np.zeros((7, 5))
     values[0, 0] = 1.0
-    out = cio.overlay(image, values, alpha=0.5, cmap="gray")
+    out = ccm.overlay(image, values, alpha=0.5, cmap="gray")
     assert out.mode == "RGB" and out.size == (40, 30)
-    assert _pixel(cio.overlay(image, values, alpha=0.0), (3, 3)) == (100, 100, 100)
-    full = cio.overlay(image, np.ones((30, 40)), alpha=1.0, cmap="gray", vmin=0, vmax=1)
+    assert _pixel(ccm.overlay(image, values, alpha=0.0), (3, 3)) == (100, 100, 100)
+    full = ccm.overlay(image, np.ones((30, 40)), alpha=1.0, cmap="gray", vmin=0, vmax=1)
     assert _pixel(full, (10, 10)) == (255, 255, 255)
     # far from the hot corner the map is 0 (black), so the blend halves the grey
     assert _pixel(out, (39, 29)) == (50, 50, 50)
     assert _pixel(out, (0, 0))[0] > 50
     with pytest.raises(ValueError, match="alpha"):
-        cio.overlay(image, values, alpha=1.5)
+        ccm.overlay(image, values, alpha=1.5)
 
 
 def test_overlay_accepts_chw_tensor() -> None:
     tensor = torch.zeros(3, 16, 24)
     tensor[0] = 1.0
-    out = cio.overlay(tensor, torch.rand(4, 6), alpha=0.25)
+    out = ccm.overlay(tensor, torch.rand(4, 6), alpha=0.25)
     assert out.size == (24, 16)
     assert _pixel(out, (5, 5))[0] >= 191
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from ..explanation import Explanation
-from ..io import colorbar, data_uri, overlay, to_pil
+from ..colormaps import colorbar, overlay
+from ..io import data_uri, to_pil
 
 # Longest side, in pixels, of every picture embedded in the page. Larger
 # inputs are shrunk first so the HTML file stays a reasonable size.
