@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -49,12 +50,14 @@ def default_batch_size(x: torch.Tensor) -> int:
     """How many images of ``x``'s size to run per forward pass by default.
 
     On CPU small batches win: measured on 2 cores with EfficientNet-Lite0 at
-    224 px, batches of 4-8 ran 15-25 ms per image and batches of 32-128 ran
-    35-85 ms per image (caches overflow). On a GPU a budget of 128 images at
+    224 px in channels-last layout, batches of 4 ran 11-14 ms per image and
+    batches of 32-64 ran 20-27 ms per image. Large batches lose time to page
+    faults: their activations exceed glibc's mmap threshold, so every tensor
+    gets fresh pages that the kernel must fault in and zero. On a GPU a budget of 128 images at
     224 px keeps activation memory of ImageNet-sized CNNs to a few GiB.
     """
     h, w = x.shape[-2:]
-    budget = (128 if x.is_cuda else 8) * 224 * 224
+    budget = (128 if x.is_cuda else 4) * 224 * 224
     return max(1, min(256, budget // max(1, h * w)))
 
 
@@ -77,3 +80,20 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     y = F.conv2d(y, kh, groups=c)
     y = F.pad(y, (pad_w, pad_w, 0, 0), mode="reflect")
     return F.conv2d(y, kw, groups=c)
+
+
+def inference_copy(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """A channels-last copy of ``net`` for many forward passes on CPU, else ``net`` itself.
+
+    Convolutions on CPU run markedly faster in channels-last layout (about 1.3x
+    for EfficientNet-Lite0 on 2 cores). The caller's model is never converted:
+    the copy is thrown away after the call. Models that cannot be deep-copied
+    run as they are.
+    """
+    if x.is_cuda or x.dim() != 4:
+        return net
+    try:
+        fast = copy.deepcopy(net)
+    except Exception:  # e.g. modules holding non-copyable state
+        return net
+    return fast.to(memory_format=torch.channels_last)

@@ -30,6 +30,7 @@ from .common import (
     default_batch_size,
     gather_scores,
     gaussian_blur,
+    inference_copy,
     to_scores,
 )
 
@@ -111,8 +112,10 @@ def occlusion(
     bs = batch_size or default_batch_size(x)
     base_img = make_baseline(x, baseline, win)
 
+    fast = inference_copy(net, x)
+    fmt = torch.channels_last if fast is not net else torch.contiguous_format
     with torch.inference_mode():
-        logits = net(x)
+        logits = fast(x.contiguous(memory_format=fmt))
         targets = resolve_targets(target, n, logits)
         base_scores = gather_scores(to_scores(logits.float(), score), targets)  # (N, T)
         t_count = targets.shape[1]
@@ -126,10 +129,11 @@ def occlusion(
                 for start in range(0, len(positions), bs):
                     chunk = positions[start : start + bs]
                     batch = x[i : i + 1].repeat(len(chunk), 1, 1, 1)
+                    batch = batch.contiguous(memory_format=fmt)
                     for j, (y, xx) in enumerate(chunk):
                         sl = (slice(y, y + win[0]), slice(xx, xx + win[1]))
                         batch[j, :, sl[0], sl[1]] = base_img[i, :, sl[0], sl[1]]
-                    out = to_scores(net(batch).float(), score)
+                    out = to_scores(fast(batch).float(), score)
                     drops = base_scores[i].unsqueeze(0) - out[:, targets[i]]  # (P, T)
                     for j, (y, xx) in enumerate(chunk):
                         total[i, :, y : y + win[0], xx : xx + win[1]] += drops[j].view(-1, 1, 1)
