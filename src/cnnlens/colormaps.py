@@ -73,7 +73,6 @@ _SEQUENTIAL_DEFAULT = "inferno"
 _DIVERGING_DEFAULT = "coolwarm"
 
 
-
 # --------------------------------------------------------------------------- colour maps
 
 

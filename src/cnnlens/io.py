@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Sequence
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlens.errors import ImageError
+from .atomic import write_bytes_atomic
+from .errors import ImageError
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +79,6 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 _WHITE = (255, 255, 255, 255)
 _UINT16_MAX = 65535.0
-
 
 
 # --------------------------------------------------------------------------- listing files
@@ -483,35 +482,5 @@ def save_png(image: Image.Image | ArrayLike, path: PathLike) -> Path:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, png_bytes(image))
+    write_bytes_atomic(target, png_bytes(image))
     return target
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling of ``target``, then rename it over ``target``."""
-    fd, temp = _create_sibling_temp(target)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _create_sibling_temp(target: Path) -> tuple[int, Path]:
-    """Create a new hidden file next to ``target``; return its descriptor and path.
-
-    The file is created with the usual permissions (0o666 minus the umask), unlike
-    :mod:`tempfile`, which makes files readable by the owner only.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary file next to {target}")

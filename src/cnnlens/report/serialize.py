@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePath
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_write
 
 # Tensors and arrays in ``extras`` larger than this are left out of results.json
 # (masks, activations...): they belong in maps.npz or nowhere, not in a JSON file.
@@ -91,31 +91,6 @@ def extras_subset(extras: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _sibling_temp(path: Path) -> tuple[int, Path]:
-    """Open a new hidden temporary file next to ``path`` (usual 0o666-minus-umask rights)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it in place."""
-    fd, tmp = _sibling_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically.
 
@@ -124,7 +99,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         text: the content.
     """
     data = text.encode("utf-8")
-    _atomic_write(path, lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -156,4 +131,4 @@ def write_maps_npz(
         arrays[f"maps/{key}"] = value.detach().cpu().float().numpy().astype(np.float32)
     for key, value in targets.items():
         arrays[f"targets/{key}"] = np.asarray(torch.as_tensor(value).cpu().numpy(), dtype=np.int64)
-    _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..explanation import Explanation
 from ..colormaps import colorbar, overlay
+from ..explanation import Explanation
 from ..io import data_uri, to_pil
 
 # Longest side, in pixels, of every picture embedded in the page. Larger
