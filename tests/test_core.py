@@ -144,3 +144,16 @@ def test_attribute_checks_input_and_device():
         cl.attribute(net, [[0.0]], "gradient")
     with pytest.raises(ValueError, match="meta"):
         cl.attribute(net, torch.randn(1, 3, 16, 16, device="meta"), "gradient")
+
+
+def test_normalized_quantile_clips_extremes():
+    values = torch.arange(1.0, 201.0).view(1, 1, 10, 20)  # 1..200
+    e = cl.Explanation(maps=values, targets=torch.tensor([[0]]), method="m")
+    shown = e.normalized(quantile=0.5).flatten()
+    # the median of 1..200 is 100.5: values from it up are full colour
+    assert shown[0] == 0 and shown[-1] == 1 and shown[99] < 1 and shown[100] == 1
+    assert shown[49].item() == pytest.approx(49 / 99.5)
+    s = cl.Explanation(maps=-values, targets=torch.tensor([[0]]), method="m", signed=True)
+    assert s.normalized(quantile=0.5).flatten()[-1] == -1
+    with pytest.raises(ValueError, match="quantile"):
+        e.normalized(quantile=0.0)

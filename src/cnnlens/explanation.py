@@ -67,12 +67,27 @@ class Explanation:
             inputs=inputs,
         )
 
-    def normalized(self) -> torch.Tensor:
-        """Maps scaled per (image, target) for display: [0, 1], or [-1, 1] when signed."""
-        flat = self.maps.flatten(2)
+    def normalized(self, quantile: float = 1.0) -> torch.Tensor:
+        """Maps scaled per (image, target) for display: [0, 1], or [-1, 1] when signed.
+
+        Args:
+            quantile: the value that maps to full colour, as a quantile of each map
+                (of ``|map|`` when signed); values beyond it are clipped. 1.0 is the
+                maximum; 0.995 keeps a few extreme pixels (common in gradient maps)
+                from washing out the rest.
+        """
+        flat = self.maps.detach().flatten(2).float()
         if self.signed:
-            scale = flat.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
-            return (flat / scale).view_as(self.maps)
+            mags = flat.abs()
+            scale = mags.amax(dim=2, keepdim=True) if quantile >= 1 else _quantile(mags, quantile)
+            return (flat / scale.clamp_min(1e-12)).clamp(-1, 1).view_as(self.maps)
         lo = flat.amin(dim=2, keepdim=True)
-        hi = flat.amax(dim=2, keepdim=True)
-        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(self.maps)
+        hi = flat.amax(dim=2, keepdim=True) if quantile >= 1 else _quantile(flat, quantile)
+        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).view_as(self.maps)
+
+
+def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row quantile of ``(N, T, P)`` values, shaped ``(N, T, 1)``."""
+    if not 0 < q <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {q}")
+    return torch.quantile(flat, q, dim=2, keepdim=True)

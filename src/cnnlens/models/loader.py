@@ -113,7 +113,7 @@ def _load_bundled(weights, trust: bool) -> LoadedModel:
         # The package names tensors its own way; they come in the same order as timm's.
         net.load_state_dict(dict(zip(target.keys(), state.values())))
     elif weights is not None:
-        _load_state_into(net, Path(weights), trust)
+        _load_state_into(net, Path(weights).expanduser(), trust)
     # Whole photo resized to 224x224: with resize-256/centre-crop-224 scikit-image's
     # `chelsea` comes out as tiger cat (282, p 0.381) just above Egyptian cat (285,
     # p 0.372); resizing the whole photo gives 285 at p 0.79 and espresso at p 0.90.
@@ -166,7 +166,7 @@ def _load_torchvision(name: str, weights, trust: bool) -> LoadedModel:
     net = get_model(name, weights=None)
     if weights is not None:
         net = _load_state_into(
-            net, Path(weights), trust, rebuild=lambda k: get_model(name, num_classes=k)
+            net, Path(weights).expanduser(), trust, rebuild=lambda k: get_model(name, num_classes=k)
         )
     n = _num_outputs(net)
     return LoadedModel(net, spec, default_names(n) if n else [], name)
@@ -184,7 +184,10 @@ def _load_timm(name: str, weights, trust: bool) -> LoadedModel:
         ) from None
     if weights not in (None, "default"):
         net = _load_state_into(
-            net, Path(weights), trust, rebuild=lambda k: timm.create_model(name, num_classes=k)
+            net,
+            Path(weights).expanduser(),
+            trust,
+            rebuild=lambda k: timm.create_model(name, num_classes=k),
         )
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = int(cfg["input_size"][-1])

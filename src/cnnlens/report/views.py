@@ -19,6 +19,10 @@ from ..colormaps import colorbar, overlay
 from ..explanation import Explanation
 from ..io import data_uri, to_pil
 
+# Colours saturate at this quantile of each map, so that a few extreme pixels (common
+# in gradient maps) do not wash out the rest.
+DISPLAY_QUANTILE = 0.995
+
 # Longest side, in pixels, of every picture embedded in the page. Larger
 # inputs are shrunk first so the HTML file stays a reasonable size.
 MAX_SIDE = 224
@@ -84,7 +88,7 @@ def method_cells(
         data URI (``None`` without a photo to draw on).
     """
     raw = expl.maps.detach().float().cpu()
-    shown = expl.normalized().detach().float().cpu()
+    shown = expl.normalized(quantile=DISPLAY_QUANTILE).cpu()
     targets = expl.targets.detach().cpu().tolist()
     out: list[list[dict[str, Any]]] = []
     for i, row in enumerate(targets):
