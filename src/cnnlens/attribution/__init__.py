@@ -17,7 +17,7 @@ from ..explanation import Explanation
 from ..hooks import preserved
 from ..models.base import LoadedModel
 from ..registry import get_method
-from . import cam, gradient, occlusion  # noqa: F401  (registers the methods)
+from . import cam, gradient, guided, occlusion  # noqa: F401  (registers the methods)
 
 
 def _check_input(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
