@@ -157,3 +157,10 @@ def test_normalized_quantile_clips_extremes():
     assert s.normalized(quantile=0.5).flatten()[-1] == -1
     with pytest.raises(ValueError, match="quantile"):
         e.normalized(quantile=0.0)
+
+
+def test_capture_without_gradients_is_isolated_from_in_place_ops():
+    net = tiny_cnn().eval()
+    with capture(net, ["1"]) as rec, torch.no_grad():
+        net(torch.randn(2, 3, 16, 16))
+    assert (rec.activations["1"] < 0).any(), "ReLU(inplace=True) after BN must not reach it"

@@ -82,8 +82,9 @@ def capture(
         net: the model.
         layers: dotted names or modules inside ``net``.
         gradients: make each captured output a leaf that requires grad (see
-            :class:`Captured`); what runs after the layer sees a copy, so
-            in-place operations downstream cannot change the captured values.
+            :class:`Captured`). Either way what runs after the layer sees a
+            copy, so in-place operations downstream cannot change the captured
+            values.
         record_inputs: also keep each layer's first positional input.
 
     Yields:
@@ -104,8 +105,10 @@ def capture(
                 leaf = output.detach().requires_grad_(True)
                 record.activations[name] = leaf
                 return leaf.clone()
+            # Downstream modules get a copy, so an in-place op after the layer
+            # (BatchNorm -> ReLU(inplace=True)) cannot change what was recorded.
             record.activations[name] = output
-            return None
+            return output.clone()
 
         return hook
 

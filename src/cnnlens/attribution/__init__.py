@@ -17,7 +17,16 @@ from ..explanation import Explanation
 from ..hooks import preserved
 from ..models.base import LoadedModel
 from ..registry import get_method
-from . import cam, gradient, guided, occlusion  # noqa: F401  (registers the methods)
+from . import (  # noqa: F401  (importing registers the methods)
+    cam,
+    cam_variants,
+    gradient,
+    guided,
+    integrated,
+    occlusion,
+    rise,
+    smoothgrad,
+)
 
 
 def _check_input(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:

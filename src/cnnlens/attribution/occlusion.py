@@ -105,7 +105,9 @@ def occlusion(
             f"stride {st} is larger than window {win}: pixels between windows would get no "
             "value; use a stride no larger than the window"
         )
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     ys, xs = window_positions(h, win[0], st[0]), window_positions(w, win[1], st[1])
     positions = [(y, xx) for y in ys for xx in xs]

@@ -1,0 +1,189 @@
+"""CAM variants: Grad-CAM++, LayerCAM and Score-CAM.
+
+All three explain a class score s_c through the feature maps A_k (k = 1..K) of
+one layer (default: the last conv block), combine them into a map at feature
+resolution, keep its positive part, and upsample it bilinearly (half-pixel
+centres) to the input size. Maps are unsigned.
+
+**Grad-CAM++** (Chattopadhyay et al., "Grad-CAM++: Generalized Gradient-Based
+Visual Explanations for Deep Convolutional Networks", WACV 2018) weights each
+channel by a weighted sum of the positive gradients instead of their plain mean:
+
+    w_k = sum_u alpha_k(u) ReLU(g_k(u)),          g_k(u) = d s_c / d A_k(u),
+    map = ReLU(sum_k w_k A_k).
+
+The paper explains Y_c = exp(s_c); its higher derivatives are then powers of
+the first one, which gives the closed form (paper, eq. 19)
+
+    alpha_k(u) = g_k(u)^2 / (2 g_k(u)^2 + S_k g_k(u)^3),   S_k = sum_v A_k(v).
+
+The paper's ReLU(dY_c/dA) = exp(s_c) ReLU(g) differs from ReLU(g) by a
+positive factor per map, which any display normalisation removes; we leave
+it out, as pytorch-grad-cam does. We also follow pytorch-grad-cam in adding
+``GRADCAMPP_EPS`` = 1e-6 to the denominator, and set alpha to 0 where the
+gradient is 0 or the denominator is exactly 0 (the authors' code does the
+latter; pytorch-grad-cam would divide by zero there). The epsilon is not
+scale-free: it is comparable with 2 g^2 when gradients are about 1e-3, as at
+the last block of an ImageNet CNN, so it visibly changes such maps; we keep
+it for agreement with the most widely used implementation.
+
+**LayerCAM** (Jiang et al., "LayerCAM: Exploring Hierarchical Class
+Activation Maps for Localization", IEEE TIP 2021) weights every location
+separately by its positive gradient:
+
+    map(u) = ReLU(sum_k ReLU(g_k(u)) A_k(u)).
+
+Unlike Grad-CAM it stays sharp at shallow layers, where spatially averaged
+gradients wash out.
+
+**Score-CAM** (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for
+Convolutional Neural Networks", CVPR Workshops 2020) uses no gradients. Each
+channel, upsampled to the input size and min-max scaled to [0, 1], masks the
+image; the target's logit on the masked image scores the channel, and the
+weights are a softmax of those scores over channels (the paper's Algorithm 1;
+its baseline term f_c(X_b) is the same for every channel and cancels):
+
+    M_k = (up(A_k) - min up(A_k)) / (max up(A_k) - min up(A_k))    (0 if constant),
+    w_k = exp(s_c(x * M_k)) / sum_j exp(s_c(x * M_j)),
+    map = ReLU(sum_k w_k A_k).
+
+pytorch-grad-cam computes the same weights with one difference: it upsamples
+the masks with corner-aligned bilinear interpolation
+(``nn.UpsamplingBilinear2d``), we with half-pixel centres, the convention every
+cnnlens map is displayed with. (The authors' released code instead weights
+channels by the target's softmax probability without a softmax over channels;
+that is a different method.) Score-CAM costs K forward passes per image,
+batched ``batch_size`` at a time on a channels-last copy of the model; every
+target of an image is scored from the same passes, so top-5 costs no more
+than top-1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import progress
+from ..errors import MethodError
+from ..hooks import capture
+from ..registry import register
+from ..targets import resolve_targets
+from .cam import pick_layer, weighted_cam
+from .common import MethodOutput, default_batch_size, inference_copy, upsample
+
+GRADCAMPP_EPS = 1e-6
+
+
+def gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s rule: ``sum_u alpha(u) ReLU(g(u))`` per channel, ``(N, K, 1, 1)``."""
+    g2 = grads * grads
+    denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g2 * grads + GRADCAMPP_EPS
+    ok = (grads != 0) & (denom != 0)
+    alpha = torch.where(ok, g2 / torch.where(ok, denom, torch.ones_like(denom)), 0.0)
+    return (alpha * grads.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+
+
+def layercam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """LayerCAM's rule: the positive gradient at every location, ``(N, K, h, w)``."""
+    return grads.clamp_min(0)
+
+
+@register(
+    "gradcampp",
+    "Channels weighted by alpha-weighted positive gradients (Chattopadhyay et al. 2018)",
+    family="cam",
+)
+def gradcampp(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
+    """Grad-CAM++ maps at ``layer`` (default: the last conv block), from the logits."""
+    return weighted_cam(model, x, target, layer, gradcampp_weights)
+
+
+@register(
+    "layercam",
+    "Activations weighted location by location by their positive gradient (Jiang et al. 2021)",
+    family="cam",
+)
+def layercam(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
+    """LayerCAM maps at ``layer`` (default: the last conv block), from the logits."""
+    return weighted_cam(model, x, target, layer, layercam_weights)
+
+
+def channel_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Score-CAM masks: ``(B, h, w)`` feature maps -> ``(B, 1, H, W)`` scaled to [0, 1]."""
+    up = upsample(acts.unsqueeze(0), size)[0]
+    flat = up.flatten(1)
+    lo = flat.amin(dim=1).view(-1, 1, 1)
+    span = flat.amax(dim=1).view(-1, 1, 1) - lo
+    masks = torch.where(span > 0, (up - lo) / torch.where(span > 0, span, 1.0), 0.0)
+    return masks.unsqueeze(1)
+
+
+def masked_logits(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    acts: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """The targets' logits on ``x`` masked by each channel: ``(N, K, T)``.
+
+    Run it under ``torch.inference_mode``; ``net`` may be a channels-last copy
+    (then pass ``memory_format=torch.channels_last``).
+    """
+    n, k = acts.shape[:2]
+    size = tuple(x.shape[-2:])
+    out = torch.empty(n, k, targets.shape[1], device=x.device, dtype=torch.float32)
+    chunks = -(-k // batch_size)
+    with progress.task("scorecam", n * chunks) as advance:
+        for i in range(n):
+            for start in range(0, k, batch_size):
+                stop = min(k, start + batch_size)
+                masks = channel_masks(acts[i, start:stop], size)
+                batch = (x[i : i + 1] * masks).contiguous(memory_format=memory_format)
+                logits = net(batch)
+                out[i, start:stop] = logits[:, targets[i]].float()
+                advance(1)
+    return out
+
+
+@register(
+    "scorecam",
+    "Channels weighted by the class score of the image masked by each channel (Wang et al. 2020)",
+    family="cam",
+)
+def scorecam(
+    model, x: torch.Tensor, target=None, *, layer=None, batch_size: int | None = None
+) -> MethodOutput:
+    """Score-CAM maps at ``layer`` (default: the last conv block).
+
+    Args:
+        layer: the layer whose channels mask the image.
+        batch_size: masked images per forward pass (default: memory-aware).
+
+    Returns:
+        ``maps (N, T, H, W)``; costs one forward pass plus ``N * K`` masked ones
+        (``K`` channels), whatever the number of targets.
+    """
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    name = pick_layer(model, x, layer)
+    bs = batch_size or default_batch_size(x)
+    fast = inference_copy(model.net, x)
+    fmt = torch.channels_last if fast is not model.net else torch.contiguous_format
+    # gradients=True hands the layers downstream a copy, so an in-place activation after
+    # the layer (BN -> ReLU(inplace)) cannot overwrite the captured maps; no graph is built.
+    with torch.no_grad(), capture(fast, [name], gradients=True) as rec:
+        logits = fast(x.contiguous(memory_format=fmt))
+    acts = rec.activations.get(name)
+    if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
+        raise MethodError(f"layer {name!r} must output a (N, K, h, w) feature map for a CAM method")
+    acts = acts.detach()
+    targets = resolve_targets(target, x.shape[0], logits)
+    with torch.inference_mode():
+        scores = masked_logits(fast, x, acts, targets, bs, fmt)
+    # Outside inference mode so that the maps are ordinary tensors.
+    weights = torch.softmax(scores.clone(), dim=1).to(acts.dtype)  # (N, K, T)
+    maps = torch.einsum("nkt,nkhw->nthw", weights, acts).clamp_min(0)
+    return MethodOutput(upsample(maps, tuple(x.shape[-2:])), targets, {"layer": name})
