@@ -83,12 +83,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def inference_copy(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """A channels-last copy of ``net`` for many forward passes on CPU, else ``net`` itself.
+    """A channels-last copy of ``net`` for many passes on CPU, else ``net`` itself.
 
     Convolutions on CPU run markedly faster in channels-last layout (about 1.3x
-    for EfficientNet-Lite0 on 2 cores). The caller's model is never converted:
-    the copy is thrown away after the call. Models that cannot be deep-copied
-    run as they are.
+    for EfficientNet-Lite0 forward passes on 2 cores, about 1.15x for forward +
+    backward to the input). Parameters keep their ``requires_grad`` flags. The
+    caller's model is never converted: the copy is thrown away after the call.
+    Models that cannot be deep-copied run as they are.
     """
     if x.is_cuda or x.dim() != 4:
         return net

@@ -60,6 +60,7 @@ from .common import (
     default_batch_size,
     gather_scores,
     gaussian_blur,
+    inference_copy,
     to_scores,
 )
 from .gradient import REDUCTIONS, input_gradients, reduce_channels
@@ -173,7 +174,8 @@ def integrated_per_channel(
     check_score(score)
     _check_batch_size(batch_size)
     alphas, weights = integration_points(quadrature, steps)
-    net = model.net
+    net = inference_copy(model.net, x)  # channels-last copy on CPU: ~15% faster passes
+    fmt = torch.channels_last if net is not model.net else torch.contiguous_format
     n = x.shape[0]
     x = x.detach()
     ref = ig_baseline(x, baseline).detach()
@@ -196,7 +198,7 @@ def integrated_per_channel(
             idx = torch.arange(start, min(start + bs, pairs), device=x.device)
             k, i = idx // n, idx % n
             a = alphas[k].view(-1, 1, 1, 1)
-            points = (ref[i] + a * diff[i]).requires_grad_(True)
+            points = (ref[i] + a * diff[i]).contiguous(memory_format=fmt).requires_grad_(True)
             scores = gather_scores(to_scores(net(points), score), targets[i])
             w = weights[k].view(-1, 1, 1, 1)
             for j in range(t):
