@@ -88,3 +88,13 @@ def test_unknown_parameter_is_refused(method):
 def test_unknown_method_suggests_close_name():
     with pytest.raises(cl.MethodError, match="gradcam"):
         cl.attribute(tiny_cnn(), _x(), "grad_cam")
+
+
+BATCHED = [m.name for m in cl.list_methods() if "batch_size" in m.defaults]
+
+
+@pytest.mark.parametrize("method", BATCHED)
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_batch_size_is_refused(method, bad):
+    with pytest.raises(ValueError, match="batch_size"):
+        cl.attribute(tiny_cnn(), _x(), method, target=1, batch_size=bad)

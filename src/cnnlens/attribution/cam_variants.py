@@ -68,7 +68,7 @@ from ..hooks import capture
 from ..registry import register
 from ..targets import resolve_targets
 from .cam import pick_layer, weighted_cam
-from .common import MethodOutput, default_batch_size, inference_copy, upsample
+from .common import MethodOutput, check_batch_size, default_batch_size, inference_copy, upsample
 
 GRADCAMPP_EPS = 1e-6
 
@@ -164,10 +164,7 @@ def scorecam(
         ``maps (N, T, H, W)``; costs one forward pass plus ``N * K`` masked ones
         (``K`` channels), whatever the number of targets.
     """
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_batch_size(batch_size)
     name = pick_layer(model, x, layer)
     bs = batch_size or default_batch_size(x)
     fast = inference_copy(model.net, x)

@@ -19,6 +19,14 @@ class MethodOutput(NamedTuple):
     extras: dict = {}
 
 
+def check_batch_size(batch_size) -> None:
+    """``batch_size`` must be None (automatic) or a positive integer."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+
+
 def check_score(score: str) -> str:
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")

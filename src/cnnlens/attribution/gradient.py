@@ -31,6 +31,18 @@ def reduce_channels(grad: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
 
 
+def check_reduce(reduce: str) -> None:
+    """Fail early, before any pass, on an unknown channel reduction."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+
+
+def reduce_per_target(per_channel: torch.Tensor, reduce: str) -> torch.Tensor:
+    """``(N, T, C, H, W)`` -> ``(N, T, H, W)`` with the named channel reduction."""
+    n, t = per_channel.shape[:2]
+    return reduce_channels(per_channel.flatten(0, 1), reduce).view(n, t, *per_channel.shape[-2:])
+
+
 def input_gradients(model, x: torch.Tensor, target, score: str = "logit"):
     """Gradients of each target score w.r.t. the input: ``(N, T, C, H, W)`` and targets."""
     check_score(score)
@@ -65,9 +77,7 @@ def gradient(
     Returns:
         ``maps (N, T, H, W)``.
     """
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    check_reduce(reduce)
     grads, targets = input_gradients(model, x, target, score)
-    n, t = targets.shape
-    maps = reduce_channels(grads.flatten(0, 1), reduce).view(n, t, *x.shape[-2:])
+    maps = reduce_per_target(grads, reduce)
     return MethodOutput(maps.detach(), targets, {"signed": reduce == "sum"})

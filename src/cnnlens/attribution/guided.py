@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import MethodError
 from ..registry import register
 from .common import MethodOutput
-from .gradient import REDUCTIONS, input_gradients, reduce_channels
+from .gradient import check_reduce, input_gradients, reduce_per_target
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU)
 
@@ -113,12 +113,10 @@ def modified_backward(net: nn.Module, guided: bool):
 
 
 def _modified_gradient(model, x, target, reduce, guided) -> MethodOutput:
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    check_reduce(reduce)
     with modified_backward(model.net, guided) as count:
         grads, targets = input_gradients(model, x, target, "logit")
-    n, t = targets.shape
-    maps = reduce_channels(grads.flatten(0, 1), reduce).view(n, t, *x.shape[-2:])
+    maps = reduce_per_target(grads, reduce)
     return MethodOutput(maps.detach(), targets, {"signed": reduce == "sum", "activations": count})
 
 

@@ -56,6 +56,7 @@ from ..registry import register
 from ..targets import resolve_targets
 from .common import (
     MethodOutput,
+    check_batch_size,
     check_score,
     default_batch_size,
     gather_scores,
@@ -63,7 +64,7 @@ from .common import (
     inference_copy,
     to_scores,
 )
-from .gradient import REDUCTIONS, input_gradients, reduce_channels
+from .gradient import check_reduce, input_gradients, reduce_per_target
 
 INTEGRATION_METHODS = (
     "riemann_middle",
@@ -82,28 +83,10 @@ def _noop(_: int = 1) -> None:
     return None
 
 
-def _check_reduce(reduce: str) -> None:
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-
-
-def _check_batch_size(batch_size) -> None:
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-
-
 def _check_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
-
-
-def _reduce(per_channel: torch.Tensor, reduce: str) -> torch.Tensor:
-    """``(N, T, C, H, W)`` -> ``(N, T, H, W)`` with the named channel reduction."""
-    n, t = per_channel.shape[:2]
-    return reduce_channels(per_channel.flatten(0, 1), reduce).view(n, t, *per_channel.shape[-2:])
 
 
 def integration_points(quadrature: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +155,7 @@ def integrated_per_channel(
         ``delta (N, T)`` = sum of attributions - (s(x) - s(x')).
     """
     check_score(score)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     alphas, weights = integration_points(quadrature, steps)
     net = inference_copy(model.net, x)  # channels-last copy on CPU: ~15% faster passes
     fmt = torch.channels_last if net is not model.net else torch.contiguous_format
@@ -234,10 +217,12 @@ def input_x_gradient(
     Returns:
         ``maps (N, T, H, W)``.
     """
-    _check_reduce(reduce)
+    check_reduce(reduce)
     grads, targets = input_gradients(model, x, target, score)
     per_channel = grads * x.detach().unsqueeze(1)
-    return MethodOutput(_reduce(per_channel, reduce).detach(), targets, {"signed": reduce == "sum"})
+    return MethodOutput(
+        reduce_per_target(per_channel, reduce).detach(), targets, {"signed": reduce == "sum"}
+    )
 
 
 @register(
@@ -278,7 +263,7 @@ def integrated_gradients(
         ``maps (N, T, H, W)``; ``extras["delta"] (N, T)`` is the completeness gap
         sum of attributions - (s(x) - s(baseline)).
     """
-    _check_reduce(reduce)
+    check_reduce(reduce)
     attributions, targets, delta = integrated_per_channel(
         model,
         x,
@@ -290,4 +275,4 @@ def integrated_gradients(
         score=score,
     )
     extras = {"signed": reduce == "sum", "delta": delta}
-    return MethodOutput(_reduce(attributions, reduce), targets, extras)
+    return MethodOutput(reduce_per_target(attributions, reduce), targets, extras)

@@ -26,6 +26,7 @@ from ..registry import register
 from ..targets import resolve_targets
 from .common import (
     MethodOutput,
+    check_batch_size,
     check_score,
     default_batch_size,
     gather_scores,
@@ -105,10 +106,7 @@ def occlusion(
             f"stride {st} is larger than window {win}: pixels between windows would get no "
             "value; use a stride no larger than the window"
         )
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_batch_size(batch_size)
     ys, xs = window_positions(h, win[0], st[0]), window_positions(w, win[1], st[1])
     positions = [(y, xx) for y in ys for xx in xs]
     bs = batch_size or default_batch_size(x)

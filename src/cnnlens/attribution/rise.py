@@ -65,6 +65,7 @@ from ..registry import register
 from ..targets import resolve_targets
 from .common import (
     MethodOutput,
+    check_batch_size,
     check_score,
     default_batch_size,
     gather_scores,
@@ -178,8 +179,7 @@ def rise(
         raise ValueError(f"masks and cells must be positive, got masks={masks}, cells={cells}")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a probability in (0, 1], got {keep!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_batch_size(batch_size)
     net = model.net
     n, _, h, w = x.shape
     if cells > min(h, w):

@@ -34,15 +34,9 @@ from .. import progress
 from ..errors import MethodError
 from ..registry import get_method, register
 from ..targets import resolve_targets
-from .common import MethodOutput, check_score, default_batch_size
-from .gradient import input_gradients
-from .integrated import (
-    _check_batch_size,
-    _check_count,
-    _check_reduce,
-    _reduce,
-    integrated_per_channel,
-)
+from .common import MethodOutput, check_batch_size, check_score, default_batch_size
+from .gradient import check_reduce, input_gradients, reduce_per_target
+from .integrated import _check_count, integrated_per_channel
 
 SMOOTHING = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -114,8 +108,8 @@ def _smooth(
     batch_size: int | None,
 ) -> MethodOutput:
     check_score(score)
-    _check_reduce(reduce)
-    _check_batch_size(batch_size)
+    check_reduce(reduce)
+    check_batch_size(batch_size)
     samples = _check_count("samples", samples)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(
@@ -163,7 +157,7 @@ def _smooth(
     stat = stat.to(x.dtype)
     extras = {"base": base, "sigma": sigma.flatten().tolist()}
     if per_channel:
-        maps = _reduce(stat, reduce)
+        maps = reduce_per_target(stat, reduce)
         extras["signed"] = kind == "smoothgrad" and reduce == "sum"
     else:
         maps = stat.squeeze(2)
