@@ -509,3 +509,26 @@ def test_smoothgrad_agrees_with_captum_noise_tunnel(chelsea):
     # samples), whereas two independent 10-sample estimates correlate only about 0.2 here.
     # The bound therefore checks the same definition (mean of raw gradients, then reduce).
     assert corr(ours, theirs) > 0.999
+
+
+def test_ig_completeness_within_one_percent_at_64_steps_on_a_smooth_cnn():
+    # The bound, on a model whose path integrand is smooth (softplus, tanh): the
+    # midpoint rule's error is O(1/steps^2) with a small constant. Measured: at most 1e-5.
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.Softplus(),
+        torch.nn.Conv2d(8, 8, 3, padding=1, stride=2),
+        torch.nn.Tanh(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    )
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    e = cl.attribute(net, x, "integrated_gradients", target=[[0, 2]] * 3, steps=64, reduce="sum")
+    with torch.no_grad():
+        change = (net(x) - net(torch.zeros_like(x)))[:, [0, 2]]
+    assert float(change.abs().min()) > 1e-3
+    rel = (e.maps.sum((2, 3)) - change) / change
+    assert float(rel.abs().max()) < 0.01, rel
+    close(e.extras["delta"], e.maps.sum((2, 3)) - change, atol=1e-5, rtol=1e-4)

@@ -264,3 +264,27 @@ def test_real_report_in_browser(tmp_path: Path) -> None:
     assert all(done and width > 0 for done, width in sizes)
     assert console_errors == []
     assert [u for u in requests if u != url and not u.startswith("data:")] == []
+
+
+def test_edit_panel_for_learned_masks(tmp_path: Path) -> None:
+    # a method whose extras hold a mask, the edited image and scores gets an "edit" panel:
+    # mask, edited image with "p -> p'", deleted area and the optimisation curves (SVG)
+    import base64
+    import xml.dom.minidom
+
+    import cnnlens as cl
+    from helpers import tiny_cnn
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    e = cl.attribute(tiny_cnn(), x, "perturbation", target=[[1], [2]], iterations=6, mask_scale=4)
+    g = cl.attribute(tiny_cnn(), x, "gradient", target=[[1], [2]])
+    html = build_report([g, e], tmp_path).read_text()
+    assert html.count('class="edit"') == 2  # one panel per image, none for gradient
+    before, after = float(e.extras["score_before"][0, 0]), float(e.extras["score"][0, 0])
+    assert f"{before:.3f} → {after:.3f}" in html
+    assert f"area {100 * float(e.extras['area'][0, 0]):.1f}%" in html
+    charts = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(charts) == 4  # score/area and loss, per image
+    svg = base64.b64decode(charts[0]).decode()
+    xml.dom.minidom.parseString(svg)  # well-formed
+    assert "score" in svg and "area" in svg

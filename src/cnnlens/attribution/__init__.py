@@ -16,10 +16,12 @@ from ..errors import MethodError
 from ..explanation import Explanation
 from ..hooks import preserved
 from ..models.base import LoadedModel
+from ..perturbation import extremal, game  # noqa: F401  (registers "extremal", "perturbation")
 from ..registry import get_method
 from . import (  # noqa: F401  (importing registers the methods)
     cam,
     cam_variants,
+    excitation,
     gradient,
     guided,
     integrated,

@@ -11,19 +11,27 @@ kept, which equals ``E[f_c(x ⊙ M) · M(u)] / E[M(u)]``. With ``N`` sampled mas
     S_c(u) = 1 / (N · p) · Σ_i f_c(x ⊙ M_i) · M_i(u)
 
 where ``p`` is the keep probability (``keep``) and ``f_c`` the softmax
-probability of class ``c`` by default (``score="prob"``). Normalisation: the
-paper divides by ``N · p`` (its ``E[M(u)] = p``), not by the pixel's own sum
-``Σ_i M_i(u)``; this function does the same. Consequences worth knowing: a
-model that ignores its input (``f_c ≡ a``) gives ``S_c ≈ a`` everywhere, and
-``keep=1`` (every mask all ones) gives exactly ``S_c = f_c(x)`` everywhere.
-Values are never negative for probabilities, so the maps are unsigned.
-The price of this normalisation is noise: the map contains the term
-``mean_i f_c · (mean_i M_i(u)) / p``, and the sampling noise of
-``mean_i M_i(u)`` (about ``0.3 / sqrt(N)`` relative) can rival the map's
-spatial variation when the score hardly changes under masking. Measured on the
-bundled EfficientNet-Lite0, ``chelsea``, class 285 at 224 px: two maps from
-4000 and 8000 independent masks correlate at r = 0.62; divided per pixel by
-``mean_i M_i(u) / p`` they correlate at r = 0.97.
+probability of class ``c`` by default (``score="prob"``).
+
+Normalisation (``normalize``). The paper divides by ``N · p``, the expected
+number of masks that keep a pixel. cnnlens divides by default by the number
+that actually kept it, ``Σ_i M_i(u)`` (``normalize="pixel"``):
+
+    S_c(u) = Σ_i f_c(x ⊙ M_i) · M_i(u) / Σ_i M_i(u)
+
+Both estimate the same expectation ``E[f_c | u visible]``; the per-pixel form is
+the self-normalised (ratio) estimator and has far less variance. With the
+paper's form the map carries the term ``mean_i f_c · (mean_i M_i(u)) / p``,
+and the sampling noise of ``mean_i M_i(u)`` (about ``0.3 / sqrt(N)``
+relative) can rival the map's spatial variation when the score hardly
+changes under masking. Measured on the bundled EfficientNet-Lite0,
+``chelsea``, class 285 at 224 px: maps from 4000 and 8000 independent masks
+correlate at r = 0.62 with the paper's form and r = 0.97 with the per-pixel
+form (``benchmarks/bench_rise.py``). ``normalize="paper"`` gives the paper's
+numbers. Either way a model that ignores its input (``f_c ≡ a``) gives
+``S_c ≈ a`` (exactly ``a`` with ``"pixel"``), and ``keep=1`` gives exactly
+``S_c = f_c(x)`` everywhere. Values are never negative for probabilities, so
+the maps are unsigned.
 
 Masks (as in the paper): draw an ``s × s`` binary grid (``s = cells``) whose
 cells are 1 with probability ``p``; with cell size ``C = ceil(H / s)`` (and
@@ -73,6 +81,8 @@ from .common import (
     to_scores,
 )
 from .occlusion import make_baseline
+
+NORMALIZE = ("pixel", "paper")
 
 # Full-size masks held at once: about this many float32 values (32 MiB).
 _BLOCK_VALUES = 8 * 2**20
@@ -152,6 +162,7 @@ def rise(
     batch_size: int | None = None,
     seed: int = 0,
     baseline: str | float = "zero",
+    normalize: str = "pixel",
 ) -> MethodOutput:
     """RISE saliency maps.
 
@@ -167,11 +178,15 @@ def rise(
         seed: seed of the mask generator; the same seed gives the same map.
         baseline: what masked-out pixels become: ``"zero"``, ``"mean"``,
             ``"blur"`` or a constant (in the model's input space).
+        normalize: ``"pixel"`` (divide by ``Σ_i M_i(u)``, the default) or
+            ``"paper"`` (divide by ``masks · keep``); see the module docstring.
 
     Returns:
-        ``maps (N, T, H, W)``: ``1 / (masks · keep) · Σ_i score_i · M_i``.
+        ``maps (N, T, H, W)``: ``Σ_i score_i · M_i`` divided as ``normalize`` says.
     """
     check_score(score)
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
     for name, value in (("masks", masks), ("cells", cells), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -199,6 +214,7 @@ def rise(
         targets = resolve_targets(target, n, logits)
         t_count = targets.shape[1]
         total = torch.zeros(n, t_count, h * w, device=x.device)
+        coverage = torch.zeros(h * w, device=x.device)
         diff = x - base
         blocks = range(0, masks, block)
         steps = sum(n * math.ceil(min(block, masks - s) / bs) for s in blocks)
@@ -208,6 +224,8 @@ def rise(
                 sl = slice(start, start + count)
                 m = upsample_masks(grids[sl], dys[sl], dxs[sl], (h, w), cell, x.device)
                 m_in = m.to(x.dtype).unsqueeze(1)  # (K, 1, H, W)
+                flat = m.view(count, h * w)
+                coverage += flat.sum(0)
                 for i in range(n):
                     scores = torch.empty(count, t_count, device=x.device)
                     for j in range(0, count, bs):
@@ -220,8 +238,11 @@ def rise(
                         out = to_scores(fast(batch).float(), score)
                         scores[j : j + k] = gather_scores(out, targets[i].expand(k, -1))
                         advance(1)
-                    flat = m.view(count, h * w)
                     for t in range(t_count):  # one product per target: same sums for any T
                         total[i, t] += scores[:, t] @ flat
-    maps = (total / (masks * keep)).view(n, t_count, h, w)
+    if normalize == "paper":
+        maps = total / (masks * keep)
+    else:  # a pixel that no mask kept has no evidence: 0, not 0/0
+        maps = total / coverage.clamp_min(torch.finfo(coverage.dtype).tiny)
+    maps = maps.view(n, t_count, h, w)
     return MethodOutput(maps, targets, {"masks": masks, "cell_size": list(cell)})

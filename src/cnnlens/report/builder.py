@@ -268,6 +268,7 @@ def build_report(
         label,
         error_list,
         max(1, int(max_targets_shown)),
+        lambda batch: _display_images(None, batch, model),
     )
     html_path = out / "report.html"
     write_text_atomic(html_path, _render(context))
@@ -287,6 +288,7 @@ def _page_context(
     label: views.LabelFn,
     errors: list[dict[str, Any]],
     max_targets: int,
+    to_display=lambda batch: None,
 ) -> dict[str, Any]:
     """Everything the template needs, as plain dicts, lists and strings."""
     photo_src = [views.data_uri(p) if p is not None else None for p in photos]
@@ -295,6 +297,7 @@ def _page_context(
         for j, (k, e) in enumerate(zip(keys, explanations, strict=True))
     ]
     cells = [views.method_cells(e, photos, label, max_targets) for e in explanations]
+    edits = [views.edit_panels(e, to_display, label, max_targets) for e in explanations]
     page_images = []
     for i, name in enumerate(names):
         preds = views.prediction_rows(pred_lists[i])
@@ -306,8 +309,13 @@ def _page_context(
                 "top1": preds[0] if preds else None,
                 "predictions": preds,
                 "methods": [
-                    {"header": m, "cells": c[i], "hidden": max(0, len(e.targets[i]) - max_targets)}
-                    for m, c, e in zip(methods, cells, explanations, strict=True)
+                    {
+                        "header": m,
+                        "cells": c[i],
+                        "edits": ed[i] if ed is not None else [],
+                        "hidden": max(0, len(e.targets[i]) - max_targets),
+                    }
+                    for m, c, ed, e in zip(methods, cells, edits, explanations, strict=True)
                 ],
             }
         )

@@ -7,6 +7,7 @@ untouched: the template escapes them.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,3 +148,69 @@ def prediction_rows(pred_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# Extras that mark an explanation as an explicit edit of the image (meaningful
+# perturbation and its relatives): the report then shows mask, edit and scores.
+EDIT_KEYS = ("mask", "perturbed", "score", "score_before")
+
+
+def edit_panels(
+    expl: Explanation,
+    to_display: Callable[[torch.Tensor], torch.Tensor | None],
+    label: LabelFn,
+    max_targets: int,
+) -> list[list[dict[str, Any]]] | None:
+    """Per image and shown target: learned mask, edited image, ``p → p'`` and curves.
+
+    Returns ``None`` unless the explanation's extras hold every key of
+    :data:`EDIT_KEYS`. ``to_display`` turns normalised inputs ``(K, 3, H, W)``
+    into [0, 1] display images.
+    """
+    from .charts import line_chart
+
+    ex = expl.extras
+    if not all(isinstance(ex.get(k), torch.Tensor) for k in EDIT_KEYS):
+        return None
+    masks = ex["mask"].detach().float().cpu()
+    n, t = masks.shape[:2]
+    shown = min(t, max_targets)
+    edited = to_display(ex["perturbed"][:, :shown].flatten(0, 1))
+    if edited is None:
+        return None
+    edited = edited.view(n, shown, *edited.shape[1:])
+    curve = ex.get("curve") if isinstance(ex.get("curve"), dict) else {}
+    out = []
+    for i in range(n):
+        row = []
+        for j in range(shown):
+            cls = int(expl.targets[i, j])
+            gray = masks[i, j].clamp(0, 1).unsqueeze(0).expand(3, -1, -1)
+            charts = []
+            for names, title in ((("score", "area"), "score and area"), (("loss",), "loss")):
+                series = {
+                    name: curve[name][i, j].tolist()
+                    for name in names
+                    if isinstance(curve.get(name), torch.Tensor) and curve[name].dim() == 3
+                }
+                if series:
+                    svg = line_chart(series, title=title, xlabel="iteration",
+                                     width=320, height=190, markers=False)  # fmt: skip
+                    charts.append(
+                        "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+                    )
+            area = ex.get("area")
+            row.append(
+                {
+                    "label": label(cls, i),
+                    "target": cls,
+                    "mask_src": data_uri(photo(gray)),
+                    "edited_src": data_uri(photo(edited[i, j])),
+                    "before": f"{float(ex['score_before'][i, j]):.3f}",
+                    "after": f"{float(ex['score'][i, j]):.3f}",
+                    "area": None if area is None else f"{100 * float(area[i, j]):.1f}%",
+                    "charts": charts,
+                }
+            )
+        out.append(row)
+    return out

@@ -1,0 +1,323 @@
+"""Excitation backprop (EB) and contrastive EB (c-EB): top-down marginal winning probabilities.
+
+Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, "Top-down Neural Attention by Excitation
+Backprop", ECCV 2016 / IJCV 2018.
+
+**Theory.** Attention is a walk from the explained class down the network: each unit hands
+its *marginal winning probability* P to the inputs that excite it, in proportion to their
+excitation. For ``y = W x + b`` with ``x >= 0`` (bias ignored, ``w+ = max(w, 0)``):
+
+    P(x_i) = sum_j  x_i w+_ij / (sum_i' x_i' w+_i'j) * P(y_j),
+
+so a layer's P sums to the P above it. With ``P(a) = a * g(a)`` this is a modified backward
+pass: every Conv2d (grouped, depthwise, timm's ``Conv2dSame``) and Linear gets
+``g_x = W+^T (g_y * y / (W+ x))``, ``y`` being the output the next layer sees. The class
+gets P = 1 (the paper's one-hot prior) whatever its logit: the layer outputting the logits
+takes the seed (1 at the target) as the mass itself. The map is P summed over channels, at
+the pixels (``layer=None``) or at ``layer`` (upsampled bilinearly). One forward pass, one
+backward per target (two for c-EB); hooks and in-place flags are restored in ``finally``.
+
+The **ordinary gradient already is the rule** for ReLU (``z g_z = y g_y``), max pooling
+(winner takes all) and linear maps with non-negative weights and no bias, which keep their
+backward: average pooling, resizing, residual sums (``x_i sum_j a_ij g_j = sum_j x_i a_ij /
+y_j P(y_j)``), flatten, concatenation, identity, dropout.
+
+**Choices where the paper is silent.**
+
+* BatchNorm fed directly by a conv / linear output is folded into it (``W' = gamma / sigma
+  W`` per output channel; a conv named as ``layer`` is explained at its BN's output, the
+  same units). timm's ``BatchNormAct2d`` applies its ``.act`` inside: its post-activation
+  output is ``y``. Any other BN is a per-channel weight ``gamma / sigma``: mass passes where
+  it is positive and is lost elsewhere.
+* ReLU6 (``Hardtanh`` with ``min_val >= 0``) passes ``g_z = g_y y / z`` for ``z > 0``: a
+  saturated unit keeps its mass ``6 g_y`` (its zero derivative would drop it), and BN ->
+  ReLU6 modules agree with a fused ``BatchNormAct2d``.
+* Negative activations (linear bottlenecks) cannot win: rules use ``x+`` and ``y+``, the
+  gradient is zero where ``x <= 0`` and ``W+ x+`` is floored at 1e-12, so all stays finite.
+  An active unit with no excitatory input loses its mass (to its bias); a residual sum
+  ``y = a + b`` with ``b < 0 < y`` gives ``a`` the share ``a / y > 1`` and ``b`` none, so
+  mass grows (2.5 on a randomly initialised ResNet-18). On EfficientNet-Lite0 many
+  depthwise kernels are all negative after folding: ``chelsea``'s pixel map sums to 0.11.
+* Pixels compete by intensity above black, ``x - x_black`` with ``x_black = -mean / std``
+  from the model's preprocessing (the normalisation folded into the first layer, as BN
+  is): the pixel map is ``(x - x_black)+ * g``.
+* Sigmoid, SiLU (refused rather than treated as ReLU: it is signed and gated by a sigmoid),
+  GELU, Tanh, Hardswish, LeakyReLU and other signed or smooth activations, LayerNorm /
+  GroupNorm / attention and any other leaf module with parameters or buffers raise
+  ``MethodError`` naming the module when it runs. Activations called as functions
+  (``F.relu``, ``torch.sigmoid``) cannot be seen and keep their ordinary gradient.
+
+**Contrastive EB.** The target's classifier row ``W_c`` gets a *dual* unit ``-W_c``; both
+are propagated to ``layer`` (default: Grad-CAM's) and
+
+    c-EB_c(u) = max(sum_k P_c(k, u) - sum_k P_dual(k, u), 0).
+
+Channels are summed first, as the paper's MWP maps are: before global pooling each channel's
+classifier weight has one sign, so per-channel differences would just return EB. The rules
+are linear in the seed: subtracting at ``layer`` equals subtracting higher up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MethodError
+from ..registry import register
+from ..targets import resolve_targets
+from .cam import pick_layer
+from .common import MethodOutput, upsample
+
+GUARD = 1e-12
+REFUSED = (nn.Sigmoid, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Mish,
+           nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Softmax,
+           nn.LogSoftmax, nn.LocalResponseNorm, nn.MultiheadAttention, nn.LayerNorm,
+           nn.GroupNorm)  # fmt: skip
+REFUSED_NAMES = ("sigmoid", "swish", "silu", "gelu", "mish", "tanh", "softmax", "attention")
+BN = nn.modules.batchnorm._BatchNorm
+
+
+def linear_op(module: nn.Module):
+    """``op(x, w)``: the module's linear map with weight ``w`` and no bias; None if unknown."""
+    if isinstance(module, nn.Linear):
+        return lambda x, w: F.linear(x, w)
+    if isinstance(module, nn.Conv2d):
+        if type(module).forward is nn.Conv2d.forward:
+            return lambda x, w: module._conv_forward(x, w, None)
+        if type(module).__name__ == "Conv2dSame":  # timm: pads TF-style inside forward
+            from timm.layers.conv2d_same import conv2d_same
+
+            m = module
+            return lambda x, w: conv2d_same(x, w, None, m.stride, m.padding, m.dilation, m.groups)
+    return None
+
+
+def unsupported(module: nn.Module) -> bool:
+    """Whether EB has no rule for ``module`` (see the module docstring)."""
+    if isinstance(module, (nn.Linear, BN)):
+        return False
+    if isinstance(module, nn.Conv2d):
+        return linear_op(module) is None
+    if isinstance(module, nn.Hardtanh):  # ReLU6 included
+        return module.min_val < 0
+    kind = type(module).__name__.lower()
+    if isinstance(module, REFUSED) or any(k in kind for k in REFUSED_NAMES):
+        return True
+    if next(module.parameters(recurse=False), None) is not None:
+        return True
+    leaf = next(module.children(), None) is None
+    return leaf and next(module.buffers(recurse=False), None) is not None
+
+
+class State:
+    """What the hooks of one call share: input, black level, sites by output, dual mode."""
+
+    def __init__(self, xg: torch.Tensor, black: torch.Tensor | None):
+        self.input, self.black, self.dual, self.sites = xg, black, False, {}
+        self.layer_out = self.layer_copy = None
+
+    def shift(self, x: torch.Tensor):
+        """``x_black`` shaped like ``x`` when ``x`` is the input (or a view of it), else 0."""
+        inp = self.input
+        if self.black is None or x.data_ptr() != inp.data_ptr() or x.numel() != inp.numel():
+            return 0.0
+        return self.black.expand_as(inp).reshape(x.shape)
+
+
+class Site:
+    """One linear layer (with the BN folded into it, if any) as EB sees it."""
+
+    def __init__(self, name, op, weight, shift, state: State, foldable: bool = True):
+        self.name, self.op, self.weight, self.shift = name, op, weight, shift
+        self.state, self.foldable, self.top = state, foldable, False
+
+
+class _Excite(torch.autograd.Function):
+    """Identity on the layer output ``y``; backward sends the MWP gradient to the input ``x``."""
+
+    @staticmethod
+    def forward(ctx, x, y, site):
+        ctx.site = site
+        ctx.save_for_backward(x, y)
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        site = ctx.site
+        w = -site.weight if site.top and site.state.dual else site.weight
+        xp = (x - site.shift).clamp_min(0)
+        mass = g if site.top else g * y.clamp_min(0)
+        with torch.enable_grad():
+            xx = xp.detach().requires_grad_(True)
+            d = site.op(xx, w.clamp_min(0))
+            floor = max(GUARD, torch.finfo(d.dtype).tiny)
+            (gx,) = torch.autograd.grad(d, xx, mass / d.clamp_min(floor))
+        return torch.where(xp > 0, gx, torch.zeros_like(gx)), None, None
+
+
+def _install(net: nn.Module, state: State, layer: str | None) -> list:
+    """Register every EB hook on ``net``; returns the handles."""
+
+    def emit(x, out, site):
+        y = _Excite.apply(x, out.detach(), site)
+        state.sites[id(y)] = (y, site, x)
+        return y
+
+    def refuse(name):
+        def hook(module, args):
+            who = f"module {name!r}" if name else "the model itself"
+            raise MethodError(
+                f"excitation backprop has no rule for {who} ({type(module).__name__}): it "
+                "needs ReLU-like units and linear layers (Conv2d, Linear, BatchNorm). Use "
+                "'guided_backprop' or 'gradcam' for this model."
+            )
+
+        return hook
+
+    def linear_hook(name):
+        def hook(module, args, out):
+            site = Site(name, linear_op(module), module.weight, state.shift(args[0]), state)
+            return emit(args[0], out, site)
+
+        return hook
+
+    def bn_hook(name):
+        def hook(module, args, out):
+            x = args[0]
+            if module.running_var is None:
+                raise MethodError(f"BatchNorm {name!r} has no running statistics to fold")
+            scale = torch.rsqrt(module.running_var + module.eps)
+            scale = scale * module.weight if module.weight is not None else scale
+            prev = state.sites.get(id(x))
+            if prev is None or prev[0] is not x or not prev[1].foldable:
+                return emit(x, out, Site(name, scale_op, scale, state.shift(x), state, False))
+            _, p, px = prev
+            w = scale.view(-1, *[1] * (p.weight.dim() - 1)) * p.weight
+            y = emit(px, out, Site(f"{p.name}+{name}", p.op, w, p.shift, state, False))
+            if x is state.layer_copy:  # a conv named as layer is explained after its BN
+                state.layer_out = y
+            return y
+
+        return hook
+
+    def gate_hook(module, args, out):  # ReLU6: a one-input unit of weight 1, g_z = g_y y / z
+        one = torch.ones(1, dtype=out.dtype, device=out.device)
+        return emit(args[0], out, Site("", scale_op, one, state.shift(args[0]), state, False))
+
+    def record(module, args, out):
+        if not isinstance(out, torch.Tensor):
+            state.layer_out = out
+            return None
+        copy = out.clone()  # later in-place ops must not change the recorded output
+        state.layer_out, state.layer_copy = out, copy
+        entry = state.sites.get(id(out))
+        if entry is not None and entry[0] is out:
+            state.sites[id(copy)] = (copy, *entry[1:])
+        return copy
+
+    handles = []
+    for name, m in net.named_modules():
+        if unsupported(m):
+            handles.append(m.register_forward_pre_hook(refuse(name)))
+        elif isinstance(m, (nn.Linear, nn.Conv2d)):
+            handles.append(m.register_forward_hook(linear_hook(name)))
+        elif isinstance(m, BN):
+            handles.append(m.register_forward_hook(bn_hook(name)))
+        elif isinstance(m, nn.Hardtanh):
+            handles.append(m.register_forward_hook(gate_hook))
+    if layer is not None:
+        handles.append(net.get_submodule(layer).register_forward_hook(record))
+    return handles
+
+
+def scale_op(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return x * a.view(1, -1, *[1] * (x.dim() - 2))
+
+
+def _black(model, x: torch.Tensor) -> torch.Tensor | None:
+    """The normalised value of a black pixel, ``-mean / std`` per channel."""
+    spec = model.preprocess_spec
+    if x.shape[1] != len(spec.mean):
+        return None
+    mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device) for v in (spec.mean, spec.std))
+    return (-mean / std).view(1, -1, 1, 1)
+
+
+def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> MethodOutput:
+    """EB (or c-EB) maps ``(N, T, H, W)``; ``layer=None`` means the input (EB only)."""
+    net = model.net
+    name = pick_layer(model, x, layer) if layer is not None or contrastive else None
+    xg = x.detach().requires_grad_(True)
+    state = State(xg, _black(model, x))
+    inplace = [(m, m.inplace) for m in net.modules() if isinstance(getattr(m, "inplace", 0), bool)]
+    handles = []
+    try:
+        for m, _ in inplace:
+            m.inplace = False
+        handles = _install(net, state, name)
+        logits = net(xg)
+        targets = resolve_targets(target, x.shape[0], logits)
+        entry = state.sites.get(id(logits))
+        if entry is None or entry[0] is not logits:
+            raise MethodError(
+                "excitation backprop starts at the classifier, but the output of "
+                f"{type(net).__name__} does not come straight from an nn.Linear (or conv / "
+                "BatchNorm) layer. Use 'gradcam' or 'guided_backprop' for this model."
+            )
+        top, wrt = entry[1], state.layer_out
+        top.top = True
+        if name is None:
+            wrt = xg
+            base = (xg - (0.0 if state.black is None else state.black)).clamp_min(0)
+        elif isinstance(wrt, torch.Tensor) and wrt.dim() == 4 and wrt.requires_grad:
+            base = wrt.detach().clamp_min(0)
+        else:
+            raise MethodError(
+                f"layer {name!r} must output a (N, K, h, w) feature map below the classifier"
+            )
+        scores = logits.gather(1, targets)
+        maps = []
+        for j in range(targets.shape[1]):
+            mwp = []
+            for dual in (False, True) if contrastive else (False,):
+                state.dual = dual
+                last = j == targets.shape[1] - 1 and dual == contrastive
+                (g,) = torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=not last)
+                mwp.append((base * g).sum(dim=1))
+            maps.append((mwp[0] - mwp[1]).clamp_min(0) if contrastive else mwp[0])
+    finally:
+        state.sites.clear()  # no reference cycles through the graph
+        state.layer_out = state.layer_copy = None
+        for h in handles:
+            h.remove()
+        for m, flag in inplace:
+            m.inplace = flag
+    out = upsample(torch.stack(maps, dim=1), tuple(x.shape[-2:])).detach()
+    return MethodOutput(out, targets, {"layer": name, "classifier": top.name})
+
+
+@register(
+    "excitation_backprop",
+    "Top-down winning probabilities passed through excitatory connections (Zhang et al. 2016)",
+    family="gradient",
+)
+def excitation_backprop(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
+    """EB maps at the input pixels (``layer=None``) or at ``layer``, upsampled."""
+    return mwp_maps(model, x, target, layer, contrastive=False)
+
+
+@register(
+    "contrastive_excitation_backprop",
+    "Excitation backprop of the class minus that of its negated classifier row (Zhang 2016)",
+    family="gradient",
+)
+def contrastive_excitation_backprop(
+    model, x: torch.Tensor, target=None, *, layer=None
+) -> MethodOutput:
+    """c-EB maps at ``layer`` (default: the last conv block, as Grad-CAM), upsampled."""
+    return mwp_maps(model, x, target, layer, contrastive=True)
+
+
+__all__ = ["contrastive_excitation_backprop", "excitation_backprop", "mwp_maps", "unsupported"]
