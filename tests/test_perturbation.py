@@ -65,6 +65,20 @@ def test_blur_is_differentiable_in_the_mask():
     torch.testing.assert_close(m.grad, want)
 
 
+@pytest.mark.parametrize("kind", ops.PERTURBATIONS)
+def test_rows_gives_the_operator_of_a_subset(kind):
+    x = _x(3)
+    phi = ops.Perturbation(x, kind, levels=4, seed=1)
+    m = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    idx = torch.tensor([2, 0, 2, 1])  # repeats allowed: one row per mask
+    got = phi.rows(idx)(m, (1, 2))
+    for k, i in enumerate(idx.tolist()):
+        full = torch.ones(3, 1, 32, 32)
+        full[i] = m[k]
+        torch.testing.assert_close(got[k], phi(full, (1, 2))[i])
+    torch.testing.assert_close(phi.rows(slice(1, 3))(m[:2]), phi(torch.cat([m[:1], m[:2]]))[1:])
+
+
 def test_shift_moves_content_and_replicates_the_border():
     t = torch.arange(9.0).view(1, 1, 3, 3)
     want = torch.tensor([[0.0, 1, 2], [0, 1, 2], [3, 4, 5]]).view(1, 1, 3, 3)

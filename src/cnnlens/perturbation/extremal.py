@@ -127,7 +127,6 @@ Extremal Perturbations and Smooth Masks. ICCV 2019. arXiv:1910.08485.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -358,15 +357,6 @@ def _check_params(
     return lam0, lam1
 
 
-def _rows_of(op: Perturbation, idx: torch.Tensor) -> Perturbation:
-    """The operator restricted to images ``idx`` (repeats allowed): one row per mask."""
-    sub = copy.copy(op)
-    sub.x, sub.base = op.x[idx], op.base[idx]
-    if op.kind == "blur":
-        sub.stack = op.stack[:, idx]
-    return sub
-
-
 @register(
     "extremal",
     "Smooth mask of a given area that keeps (or deletes) the most class evidence "
@@ -463,7 +453,7 @@ def extremal(
 
     def scores_of(k: int, mask: torch.Tensor) -> torch.Tensor:
         keep = 1 - mask if delete else mask
-        images = _rows_of(op, owner[chunks[k]])(keep)  # indexed per pass: no copy per mask kept
+        images = op.rows(owner[chunks[k]])(keep)  # indexed per pass: no copy per mask kept
         out = fast(images.contiguous(memory_format=fmt)).float()
         return gather_scores(to_scores(out, score), row_class[chunks[k]]).squeeze(1)
 

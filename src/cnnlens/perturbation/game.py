@@ -142,13 +142,7 @@ class _Batch:
 
     def at(self, idx, masks: torch.Tensor, shift=(0, 0)) -> torch.Tensor:
         """``Φ`` for the masks of rows ``idx`` (a slice or an index tensor)."""
-        op = self.op
-        sub = Perturbation.__new__(Perturbation)
-        sub.kind, sub.sigma, sub.levels = op.kind, op.sigma, op.levels
-        sub.x, sub.base = op.x[idx], op.base[idx]
-        if op.kind == "blur":
-            sub.stack = op.stack[:, idx]
-        return sub(masks, shift)
+        return self.op.rows(idx)(masks, shift)
 
 
 @register(

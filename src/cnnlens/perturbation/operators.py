@@ -53,6 +53,8 @@ pixels, as in the paper's ``M(v) = Σ_u g_σm(v / s - u) m(u)``.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +117,18 @@ class Perturbation:
             g = torch.Generator().manual_seed(int(seed))
             noise = torch.randn(self.x.shape, generator=g, dtype=torch.float32)
             self.base = (noise * float(noise_std)).to(device=x.device, dtype=x.dtype)
+
+    def rows(self, idx) -> Perturbation:
+        """The operator for images ``idx`` (a slice, or an index tensor with repeats allowed).
+
+        Shares the precomputed blur stack and base images (views for a slice), so
+        one operator built on a batch serves every subset of masks.
+        """
+        sub = copy.copy(self)
+        sub.x, sub.base = self.x[idx], self.base[idx]
+        if self.kind == "blur":
+            sub.stack = self.stack[:, idx]
+        return sub
 
     def fully_perturbed(self) -> torch.Tensor:
         """``Φ(x0; 0)``: blurred with ``σ0`` everywhere, the mean colour, or pure noise."""
