@@ -20,6 +20,13 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
+# Model options shared by every command that loads a model.
+MODEL_OPTION = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or checkpoint.")
+WEIGHTS_OPTION = typer.Option("default", help="'default', 'none' or a weights file.")
+TRUST_OPTION = typer.Option(False, help="Allow unpickling a trusted checkpoint.")
+LABELS_OPTION = typer.Option(None, help="Class names file (one per line or JSON).")
+DEVICE_OPTION = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu).")
+
 
 class RichReporter:
     """Shows cnnlens progress tasks as rich progress bars."""
@@ -72,12 +79,10 @@ def explain(
     inputs: list[Path] = typer.Argument(
         None, help="Image files or folders (default: bundled samples)."
     ),
-    model: str = typer.Option(
-        "efficientnet_lite0", "--model", "-m", help="Model name or checkpoint."
-    ),
-    weights: str = typer.Option("default", help="'default', 'none' or a weights file."),
-    trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a trusted checkpoint."),
-    labels: Path = typer.Option(None, help="Class names file (one per line or JSON)."),
+    model: str = MODEL_OPTION,
+    weights: str = WEIGHTS_OPTION,
+    trust_checkpoint: bool = TRUST_OPTION,
+    labels: Path = LABELS_OPTION,
     methods: str = typer.Option(
         "gradient,cam,gradcam,occlusion", help="Comma-separated method names, or 'all'."
     ),
@@ -88,7 +93,7 @@ def explain(
     stride: int = typer.Option(16, help="Occlusion stride (pixels)."),
     batch_size: int = typer.Option(None, help="Forward passes per batch for occlusion."),
     out_dir: Path = typer.Option(Path("cnnlens-report"), "--out", "-o", help="Report folder."),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu)."),
+    device: str = DEVICE_OPTION,
     title: str = typer.Option("cnnlens report", help="Report title."),
 ) -> None:
     """Explain images and write report.html, results.json and maps.npz."""
@@ -198,7 +203,7 @@ def models(
 def layers(
     model: str = typer.Argument("efficientnet_lite0", help="Model name or checkpoint."),
     weights: str = typer.Option("none", help="Weights are not needed to list layers."),
-    trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a trusted checkpoint."),
+    trust_checkpoint: bool = TRUST_OPTION,
 ) -> None:
     """List a model's layers: dotted name, type and output shape."""
     from .layer_lookup import default_layer, list_layers
@@ -279,13 +284,11 @@ def interrogate(
     score: str = typer.Option("prob", help="prob, logit or logprob."),
     sigma: float = typer.Option(10.0, help="Blur sigma (pixels of the model input)."),
     seed: int = typer.Option(0, help="Noise seed."),
-    model: str = typer.Option(
-        "efficientnet_lite0", "--model", "-m", help="Model name or checkpoint."
-    ),
-    weights: str = typer.Option("default", help="'default', 'none' or a weights file."),
-    trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a trusted checkpoint."),
-    labels: Path = typer.Option(None, help="Class names file (one per line or JSON)."),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu)."),
+    model: str = MODEL_OPTION,
+    weights: str = WEIGHTS_OPTION,
+    trust_checkpoint: bool = TRUST_OPTION,
+    labels: Path = LABELS_OPTION,
+    device: str = DEVICE_OPTION,
     out_dir: Path = typer.Option(
         Path("cnnlens-interrogate"), "--out", "-o", help="Folder for the PNGs."
     ),
@@ -371,13 +374,11 @@ def boxes(
     methods: str = typer.Option("gradient,gradcam,occlusion", help="Comma-separated methods."),
     target: str = typer.Option(None, help="Class index or indices, or topK (default top-1)."),
     sigma: float = typer.Option(10.0, help="Blur sigma (pixels of the model input)."),
-    model: str = typer.Option(
-        "efficientnet_lite0", "--model", "-m", help="Model name or checkpoint."
-    ),
-    weights: str = typer.Option("default", help="'default', 'none' or a weights file."),
-    trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a trusted checkpoint."),
-    labels: Path = typer.Option(None, help="Class names file (one per line or JSON)."),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu)."),
+    model: str = MODEL_OPTION,
+    weights: str = WEIGHTS_OPTION,
+    trust_checkpoint: bool = TRUST_OPTION,
+    labels: Path = LABELS_OPTION,
+    device: str = DEVICE_OPTION,
     out_dir: Path = typer.Option(
         None, "--out", "-o", help="Also write boxes.json and boxes.svg here."
     ),
