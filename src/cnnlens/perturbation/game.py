@@ -124,7 +124,7 @@ def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Te
             break
         for j in range(0, len(todo), bs):
             idx = todo[j : j + bs]
-            images = phi.at(idx, full[k : k + 1].expand(len(idx), -1, -1, -1))
+            images = phi.rows(idx)(full[k : k + 1].expand(len(idx), -1, -1, -1))
             p = scorer(images, idx)
             gap = (p0[idx] - pb[idx]).abs().clamp_min(1e-12)
             norm = (p - pb[idx]) / gap * torch.sign(p0[idx] - pb[idx])
@@ -132,17 +132,6 @@ def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Te
             chosen[idx[ok]] = float(radii[k])
             done[idx[ok]] = True
     return chosen
-
-
-class _Batch:
-    """The perturbation operator over all masks, with per-row selection."""
-
-    def __init__(self, x_rows, kind, sigma, levels, seed):
-        self.op = Perturbation(x_rows, kind, sigma=sigma, levels=levels, seed=seed)
-
-    def at(self, idx, masks: torch.Tensor, shift=(0, 0)) -> torch.Tensor:
-        """``Φ`` for the masks of rows ``idx`` (a slice or an index tensor)."""
-        return self.op.rows(idx)(masks, shift)
 
 
 @register(
@@ -211,12 +200,12 @@ def perturbation(
     low = (math.ceil(h / mask_scale), math.ceil(w / mask_scale))
     sign = 1.0 if game == "delete" else -1.0
 
-    phi = _Batch(x[owner], perturbation, sigma, blur_levels, seed)
+    phi = Perturbation(x[owner], perturbation, sigma=sigma, levels=blur_levels, seed=seed)
     scorer = _Scorer(fast, fmt, score, rows_t)
     chunks = [slice(j, min(b, j + bs)) for j in range(0, b, bs)]
     with torch.no_grad():
-        p0 = torch.cat([scorer(phi.op.x[r], r) for r in chunks])
-        pb = torch.cat([scorer(phi.op.fully_perturbed()[r], r) for r in chunks])
+        p0 = torch.cat([scorer(phi.x[r], r) for r in chunks])
+        pb = torch.cat([scorer(phi.fully_perturbed()[r], r) for r in chunks])
 
     if init == "circle":
         radius = _initial_radius(phi, scorer, p0, pb, (h, w), low, mask_sigma, game, bs)
@@ -237,7 +226,7 @@ def perturbation(
                 big = upsample_mask(m[rows], (h, w), mask_sigma)
                 kept = big if game == "preserve" else 1 - big
                 reg = l1_coeff * l1(kept) + tv_coeff * tv(big, tv_beta)
-                s = scorer(phi.at(rows, big, (dy, dx)), rows)
+                s = scorer(phi.rows(rows)(big, (dy, dx)), rows)
                 loss = reg + sign * s
                 loss.sum().backward()
                 area = kept.detach().mean((1, 2, 3))
@@ -249,7 +238,7 @@ def perturbation(
 
     with torch.no_grad():
         big = upsample_mask(m.detach(), (h, w), mask_sigma).clamp(0, 1)
-        edited = torch.cat([phi.at(r, big[r]) for r in chunks])
+        edited = torch.cat([phi.rows(r)(big[r]) for r in chunks])
         final = torch.cat([scorer(edited[r], r) for r in chunks])
     per = t if not joint else 1
 
