@@ -19,6 +19,24 @@ from .layer_lookup import resolve_layer
 
 
 @contextmanager
+def out_of_place(modules) -> Iterator[None]:
+    """Within the block, every module of ``modules`` with an ``inplace`` flag runs out of place.
+
+    Modified backward passes wrap a module's output in their own autograd
+    function, which an in-place activation would overwrite. The flags are
+    restored on exit, exceptions included.
+    """
+    flagged = [(m, m.inplace) for m in modules if isinstance(getattr(m, "inplace", None), bool)]
+    try:
+        for m, _ in flagged:
+            m.inplace = False
+        yield
+    finally:
+        for m, flag in flagged:
+            m.inplace = flag
+
+
+@contextmanager
 def preserved(
     net: nn.Module, *, eval_mode: bool = True, freeze: bool = True
 ) -> Iterator[nn.Module]:

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MethodError
+from ..hooks import out_of_place
 from ..registry import register
 from ..targets import resolve_targets
 from .cam import pick_layer
@@ -251,49 +252,45 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
     name = pick_layer(model, x, layer) if layer is not None or contrastive else None
     xg = x.detach().requires_grad_(True)
     state = State(xg, _black(model, x))
-    inplace = [(m, m.inplace) for m in net.modules() if isinstance(getattr(m, "inplace", 0), bool)]
-    handles = []
-    try:
-        for m, _ in inplace:
-            m.inplace = False
-        handles = _install(net, state, name)
-        logits = net(xg)
-        targets = resolve_targets(target, x.shape[0], logits)
-        entry = state.sites.get(id(logits))
-        if entry is None or entry[0] is not logits:
-            raise MethodError(
-                "excitation backprop starts at the classifier, but the output of "
-                f"{type(net).__name__} does not come straight from an nn.Linear (or conv / "
-                "BatchNorm) layer. Use 'gradcam' or 'guided_backprop' for this model."
-            )
-        top, wrt = entry[1], state.layer_out
-        top.top = True
-        if name is None:
-            wrt = xg
-            base = (xg - (0.0 if state.black is None else state.black)).clamp_min(0)
-        elif isinstance(wrt, torch.Tensor) and wrt.dim() == 4 and wrt.requires_grad:
-            base = wrt.detach().clamp_min(0)
-        else:
-            raise MethodError(
-                f"layer {name!r} must output a (N, K, h, w) feature map below the classifier"
-            )
-        scores = logits.gather(1, targets)
-        maps = []
-        for j in range(targets.shape[1]):
-            mwp = []
-            for dual in (False, True) if contrastive else (False,):
-                state.dual = dual
-                last = j == targets.shape[1] - 1 and dual == contrastive
-                (g,) = torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=not last)
-                mwp.append((base * g).sum(dim=1))
-            maps.append((mwp[0] - mwp[1]).clamp_min(0) if contrastive else mwp[0])
-    finally:
-        state.sites.clear()  # no reference cycles through the graph
-        state.layer_out = state.layer_copy = None
-        for h in handles:
-            h.remove()
-        for m, flag in inplace:
-            m.inplace = flag
+    with out_of_place(net.modules()):
+        handles = []
+        try:
+            handles = _install(net, state, name)
+            logits = net(xg)
+            targets = resolve_targets(target, x.shape[0], logits)
+            entry = state.sites.get(id(logits))
+            if entry is None or entry[0] is not logits:
+                raise MethodError(
+                    "excitation backprop starts at the classifier, but the output of "
+                    f"{type(net).__name__} does not come straight from an nn.Linear (or conv / "
+                    "BatchNorm) layer. Use 'gradcam' or 'guided_backprop' for this model."
+                )
+            top, wrt = entry[1], state.layer_out
+            top.top = True
+            if name is None:
+                wrt = xg
+                base = (xg - (0.0 if state.black is None else state.black)).clamp_min(0)
+            elif isinstance(wrt, torch.Tensor) and wrt.dim() == 4 and wrt.requires_grad:
+                base = wrt.detach().clamp_min(0)
+            else:
+                raise MethodError(
+                    f"layer {name!r} must output a (N, K, h, w) feature map below the classifier"
+                )
+            scores = logits.gather(1, targets)
+            maps = []
+            for j in range(targets.shape[1]):
+                mwp = []
+                for dual in (False, True) if contrastive else (False,):
+                    state.dual = dual
+                    last = j == targets.shape[1] - 1 and dual == contrastive
+                    (g,) = torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=not last)
+                    mwp.append((base * g).sum(dim=1))
+                maps.append((mwp[0] - mwp[1]).clamp_min(0) if contrastive else mwp[0])
+        finally:
+            state.sites.clear()  # no reference cycles through the graph
+            state.layer_out = state.layer_copy = None
+            for h in handles:
+                h.remove()
     out = upsample(torch.stack(maps, dim=1), tuple(x.shape[-2:])).detach()
     return MethodOutput(out, targets, {"layer": name, "classifier": top.name})
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import MethodError
+from ..hooks import out_of_place
 from ..registry import register
 from .common import MethodOutput
 from .gradient import check_reduce, input_gradients, reduce_per_target
@@ -93,23 +94,19 @@ def modified_backward(net: nn.Module, guided: bool):
             "activations called as functions (F.relu, torch.relu) cannot be intercepted "
             "without patching torch. Use 'gradient' or a model built from nn.ReLU modules."
         )
-    inplace = [(m, m.inplace) for m in acts if hasattr(m, "inplace")]
     handles = []
 
     def hook(module, args, output):
         return _Rectified.apply(args[0], output, lambda z: local_slope(module, z), guided)
 
-    try:
-        for m, _ in inplace:
-            m.inplace = False
-        for m in acts:
-            handles.append(m.register_forward_hook(hook))
-        yield len(acts)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in inplace:
-            m.inplace = flag
+    with out_of_place(acts):
+        try:
+            for m in acts:
+                handles.append(m.register_forward_hook(hook))
+            yield len(acts)
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _modified_gradient(model, x, target, reduce, guided) -> MethodOutput:
