@@ -203,6 +203,21 @@ def test_circle_initialisation_is_the_smallest_suppressing_disc():
     assert float(e0.maps.abs().max()) == 0.0
 
 
+def test_a_mask_tensor_warm_starts_the_game():
+    x = _x(1, 64, seed=5)
+    start = torch.ones(1, 1, 64, 64)
+    start[..., 8:24, 40:56] = 0.0  # delete the square's neighbourhood to begin with
+    e = cl.attribute(SquareTexture(), x, "perturbation", target=0, iterations=0, init=start,
+                     mask_sigma=1.0)  # fmt: skip
+    sal = e.maps[0, 0]
+    assert float(sal[16, 48]) > 0.95 and float(sal[48, 16]) < 0.05
+    flat = cl.attribute(SquareTexture(), x, "perturbation", target=0, iterations=0,
+                        init=torch.full((1, 64, 64), 0.25))  # fmt: skip
+    torch.testing.assert_close(flat.maps, torch.full_like(flat.maps, 0.75))
+    with pytest.raises(ValueError, match="init tensor"):
+        cl.attribute(SquareTexture(), x, "perturbation", target=0, init=torch.ones(2, 1, 64, 64))
+
+
 def test_several_targets_batch_and_joint_masks():
     net, x = tiny_cnn(), _x(2, 32)
     common = {"iterations": 20, "mask_scale": 4, "mask_sigma": 1.0}

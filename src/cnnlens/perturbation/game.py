@@ -29,7 +29,9 @@ Initialisation (``init="circle"``, the paper's): the smallest centred disc
 relative to the fully perturbed image, ``(p_r - p_b) / (p_0 - p_b) <= 0.01``;
 if no disc does, the whole image is deleted. The preservation game starts from
 the smallest centred disc whose preservation keeps 99% of the score, or the
-whole image. ``init`` may also be a number: a constant mask.
+whole image. ``init`` may also be a number (a constant mask) or a tensor of
+masks ``(N, T or 1, H, W)`` at any resolution, averaged down to the mask grid:
+a warm start, for example from an earlier call's ``extras["mask"]``.
 
 Saliency: ``1 - M`` for deletion (what had to go), ``M`` for preservation
 (what had to stay); both in ``[0, 1]``. ``joint=True`` learns one mask per
@@ -87,6 +89,8 @@ def _check_params(game, iterations, learning_rate, mask_scale, jitter, init) -> 
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    if isinstance(init, torch.Tensor):
+        return
     if isinstance(init, str):
         if init != "circle":
             raise ValueError(f"init must be 'circle' or a number in [0, 1], got {init!r}")
@@ -134,6 +138,18 @@ def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Te
     return chosen
 
 
+def _start_from(init: torch.Tensor, n: int, t: int, joint: bool, low) -> torch.Tensor:
+    """A given starting mask ``(N, T or 1, H, W)`` (image or mask resolution) -> ``(B, 1, h, w)``."""
+    m = init.detach().float()
+    if m.dim() == 3:
+        m = m.unsqueeze(1)
+    per = 1 if joint else t
+    if m.dim() != 4 or m.shape[0] != n or m.shape[1] not in (1, per):
+        raise ValueError(f"init tensor must be (N, {per} or 1, H, W) masks, got {tuple(m.shape)}")
+    m = m.expand(n, per, *m.shape[2:]).reshape(n * per, 1, *m.shape[2:])
+    return torch.nn.functional.adaptive_avg_pool2d(m, low).clamp(0, 1).cpu()
+
+
 @register(
     "perturbation",
     "Smallest region whose blurring deletes the class, learned by gradient descent "
@@ -158,7 +174,7 @@ def perturbation(
     sigma: float = 10.0,
     blur_levels: int = 2,
     score: str = "prob",
-    init: str | float = "circle",
+    init: str | float | torch.Tensor = "circle",
     joint: bool = False,
     seed: int = 0,
     batch_size: int | None = None,
@@ -177,7 +193,8 @@ def perturbation(
         blur_levels: 2 blends the image with its σ0 blur (the authors' code); more
             levels give the paper's per-pixel ``σ = σ0 (1 - m)`` (see :mod:`.operators`).
         score: ``"prob"`` (softmax, the paper's), ``"logit"`` or ``"logprob"``.
-        init: ``"circle"`` (the paper's) or a constant mask value in [0, 1].
+        init: ``"circle"`` (the paper's), a constant mask value in [0, 1], or a tensor
+            of starting masks ``(N, T or 1, H, W)`` (1 = keep).
         joint: one mask per image for all its targets (sum of their scores).
         seed: jitter and noise seed.
         batch_size: images per forward/backward pass (default: memory-aware).
@@ -211,6 +228,9 @@ def perturbation(
         radius = _initial_radius(phi, scorer, p0, pb, (h, w), low, mask_sigma, game, bs)
         inside = 0.0 if game == "delete" else 1.0
         start = torch.cat([circle_masks(r.view(1).cpu(), low, inside) for r in radius])
+    elif isinstance(init, torch.Tensor):
+        radius = torch.full((b,), float("nan"))
+        start = _start_from(init, n, t, joint, low)
     else:
         radius = torch.full((b,), float("nan"))
         start = torch.full((b, 1, *low), float(init))
