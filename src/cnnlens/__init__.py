@@ -3,6 +3,7 @@
 The public API is re-exported here; see docs/design.md.
 """
 
+from . import datasets, evaluation, featurevis
 from .attribution import attribute
 from .errors import (
     CheckpointError,
@@ -37,6 +38,9 @@ __all__ = [
     "TargetError",
     "attribute",
     "capture",
+    "datasets",
+    "evaluation",
+    "featurevis",
     "get_method",
     "layers",
     "list_methods",

@@ -46,6 +46,18 @@ class RichReporter:
             self.bar.remove_task(task_id)
 
 
+def progress_bar() -> Progress:
+    """The rich progress display every long command uses (on stderr, removed when done)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def _load(
     model: str, weights: str, trust_checkpoint: bool, labels: Path | None, device: str | None
 ):
@@ -115,14 +127,7 @@ def explain(
     params = {k: v for k, v in params.items() if k in chosen}
     loaded = _load(model, weights, trust_checkpoint, labels, device)
     start = time.perf_counter()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    bar = progress_bar()
     with bar, reporting(RichReporter(bar)):
         run = explain_files(
             loaded,
@@ -410,14 +415,7 @@ def boxes(
     x = loaded.preprocess(images)
     if isinstance(spec_target, list):
         spec_target = spec_target * len(images)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    bar = progress_bar()
     try:
         with bar, reporting(RichReporter(bar)):
             expls = [attribute(loaded, x, m, target=spec_target) for m in chosen]
@@ -439,6 +437,10 @@ def boxes(
         save_svg(table.svg(), out_dir / "boxes.svg")
         saved = f"saved {out_dir / 'boxes.json'} and {out_dir / 'boxes.svg'}"
         out.print(saved, highlight=False, markup=False, soft_wrap=True)
+
+
+# The modules below add their commands to `app` when imported.
+from . import cli_benchmark, cli_featurevis  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover

@@ -1,15 +1,16 @@
 """Object shapes and colours of the planted-evidence dataset, and their rasteriser.
 
-Each class of the dataset is one (colour, shape) pair, for example "red disc".
+Each class of the dataset is one (colour, shape) pair, for example "red disc"
+(see :func:`class_parts` for why colours and shapes are shared between classes).
 A shape is a boolean test on normalised coordinates ``(u, v)`` in ``[-1, 1]``
 (``u`` to the right, ``v`` downwards), so one function serves every size and
 rotation. :func:`rasterise` evaluates it on a supersampled grid and returns the
 fraction of each pixel the shape covers: objects get smooth edges (they look
 drawn, not stamped) and the ground-truth mask is simply ``coverage >= 0.5``.
 
-No class uses a plain axis-aligned square: that shape is reserved for the
-corner mark of the confounded variant, so the mark can never be mistaken for
-an object of some class.
+No object is a plain axis-aligned square: that is the form of the corner mark
+of the confounded variant, whose colours (:data:`CUE_COLOURS`) are not object
+colours either, so the mark can never be mistaken for an object.
 """
 
 from __future__ import annotations
@@ -40,59 +41,70 @@ def _cross(u, v):
     return ((np.abs(u) <= arm) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= arm) & (np.abs(u) <= 1.0))
 
 
-def _star(u, v):
-    # Hexagram: the union of an upward and a downward triangle.
-    up = (v <= 0.5) & (v >= -1.0 + 1.5 / 0.866 * np.abs(u))
-    down = (v >= -0.5) & (v <= 1.0 - 1.5 / 0.866 * np.abs(u))
-    return up | down
-
-
-def _diamond(u, v):
-    return np.abs(u) + np.abs(v) <= 1.0
-
-
-def _crescent(u, v):
-    return (u * u + v * v <= 1.0) & ((u - 0.5) ** 2 + v * v >= 0.75**2)
-
-
-def _bar(u, v):
-    return (np.abs(u) <= 1.0) & (np.abs(v) <= 0.38)
-
-
 SHAPES: dict[str, ShapeFn] = {
     "disc": _disc,
     "triangle": _triangle,
     "cross": _cross,
     "ring": _ring,
-    "star": _star,
-    "diamond": _diamond,
-    "crescent": _crescent,
-    "bar": _bar,
 }
 
-# Saturated colours, far from the muted tints of the backgrounds.
+# Saturated object colours, far from the muted tints of the backgrounds.
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.08, 0.08),
-    "blue": (0.10, 0.25, 0.95),
     "green": (0.10, 0.78, 0.15),
+    "blue": (0.10, 0.25, 0.95),
     "yellow": (0.96, 0.88, 0.08),
-    "magenta": (0.90, 0.10, 0.85),
-    "cyan": (0.08, 0.85, 0.90),
-    "orange": (1.00, 0.52, 0.00),
-    "white": (0.97, 0.97, 0.97),
 }
 
-MAX_CLASSES = len(SHAPES)
+# Colours of the corner mark: the saturated hues halfway between the object
+# colours (orange between red and yellow, and so on), so the mark is a cue of its
+# own that never looks like part of an object, and no two marks look alike.
+CUE_COLOURS: dict[str, tuple[float, float, float]] = {
+    "orange": (1.00, 0.50, 0.00),
+    "lime": (0.50, 1.00, 0.00),
+    "spring": (0.00, 1.00, 0.50),
+    "cyan": (0.00, 1.00, 1.00),
+    "azure": (0.00, 0.50, 1.00),
+    "violet": (0.50, 0.00, 1.00),
+    "magenta": (1.00, 0.00, 1.00),
+    "rose": (1.00, 0.00, 0.50),
+}
+
+MAX_CLASSES = 2 * len(COLOURS)
+
+
+def _n_parts(n_classes: int) -> int:
+    if not 3 <= n_classes <= MAX_CLASSES:
+        raise ValueError(f"n_classes must be between 3 and {MAX_CLASSES}; got {n_classes}")
+    return max(3, (n_classes + 1) // 2)
 
 
 def class_parts(n_classes: int) -> list[tuple[str, str]]:
-    """The ``(colour, shape)`` pair of each class: class ``i`` gets the ``i``-th of both."""
-    if not 3 <= n_classes <= MAX_CLASSES:
-        raise ValueError(
-            f"n_classes must be between 3 and {MAX_CLASSES} (distractors need three classes, "
-            f"and there are {MAX_CLASSES} colour-shape pairs); got {n_classes}"
-        )
-    return list(zip(list(COLOURS)[:n_classes], list(SHAPES)[:n_classes]))
+    """The ``(colour, shape)`` pair of each class.
+
+    With ``k`` colours and ``k`` shapes, colour ``i`` goes with shapes ``i`` and
+    ``i + 1`` (cyclically): red disc, red triangle, green triangle, green
+    cross, blue cross, blue disc for six classes. Every colour and every shape
+    then belongs to two classes, so neither colour nor shape alone names the
+    class: a model must see the object's colour *and* its shape, which also
+    makes the object harder to learn than a spurious cue (as in real data).
+    """
+    k = _n_parts(n_classes)
+    colours, shapes = list(COLOURS)[:k], list(SHAPES)[:k]
+    pairs = [(colours[i // 2], shapes[(i // 2 + i % 2) % k]) for i in range(2 * k)]
+    return pairs[:n_classes]
+
+
+def distractor_parts(n_classes: int) -> list[tuple[str, str]]:
+    """The ``(colour, shape)`` pairs of the same colours and shapes that are no class.
+
+    Distractors use them: a green disc beside a red disc shares the colour of
+    one class and the shape of another, but is neither, so the label stays
+    unambiguous while a model that looks at colour or shape alone is fooled.
+    """
+    k = _n_parts(n_classes)
+    used = set(class_parts(n_classes))
+    return [(c, s) for c in list(COLOURS)[:k] for s in list(SHAPES)[:k] if (c, s) not in used]
 
 
 def rasterise(shape: str, side: int, angle: float, supersample: int = 3) -> np.ndarray:

@@ -12,7 +12,7 @@ them to guess the class.
 from __future__ import annotations
 
 import colorsys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -22,7 +22,7 @@ from PIL import Image
 TEXTURES = ("grass", "gravel", "brick", "moon", "camera", "cell")
 
 
-@lru_cache(maxsize=None)
+@cache
 def texture(name: str) -> np.ndarray:
     """The named scikit-image sample as a read-only ``(H, W)`` uint8 array."""
     import skimage.data

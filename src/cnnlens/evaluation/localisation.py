@@ -70,9 +70,9 @@ def threshold_maps(maps: torch.Tensor, alpha: float, kind: str = "energy") -> to
         ordered = flat.sort(dim=1, descending=True).values
         mass = ordered.double().cumsum(1)
         goal = (alpha * mass[:, -1]).unsqueeze(1)
-        k = torch.searchsorted(mass, goal).squeeze(1)  # first index with mass >= goal
+        # First index with mass >= goal: a positive pixel, as the zeros add no mass.
+        k = torch.searchsorted(mass, goal).squeeze(1)
         npos = (flat > 0).sum(1)
-        k = torch.minimum(k, (npos - 1).clamp_min(0))  # rounding must not reach the zeros
         cut = torch.where(npos > 0, ordered.gather(1, k.unsqueeze(1)).squeeze(1), 0.0)
     return pos >= cut.view(-1, 1, 1)
 

@@ -139,7 +139,7 @@ def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Te
 
 
 def _start_from(init: torch.Tensor, n: int, t: int, joint: bool, low) -> torch.Tensor:
-    """A given starting mask ``(N, T or 1, H, W)`` (image or mask resolution) -> ``(B, 1, h, w)``."""
+    """Starting masks ``(N, T or 1, H, W)`` at any resolution -> ``(B, 1, h, w)`` mask cells."""
     m = init.detach().float()
     if m.dim() == 3:
         m = m.unsqueeze(1)

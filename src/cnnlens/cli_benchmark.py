@@ -1,0 +1,125 @@
+"""``cnnlens benchmark``: every method x every trust metric on data with known evidence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from .cli import (
+    DEVICE_OPTION,
+    LABELS_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    RichReporter,
+    _fail,
+    _load,
+    app,
+    console,
+    out,
+    progress_bar,
+)
+
+SUITES = ("planted", "voc", "coco")
+
+
+def parse_params(items: list[str] | None) -> dict[str, dict]:
+    """``["rise.masks=1000", "occlusion.window=16"]`` -> ``{"rise": {"masks": 1000}, ...}``.
+
+    Values are read as JSON when they parse (numbers, true/false, lists), else as text.
+    """
+    params: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name:
+            raise ValueError(f"--param takes method.name=value, e.g. rise.masks=1000; got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(method, {})[name] = value
+    return params
+
+
+@app.command()
+def benchmark(
+    suite: str = typer.Option("planted", help="planted, voc or coco."),
+    methods: str = typer.Option("all", help="Comma-separated method names, or 'all'."),
+    images: int = typer.Option(100, help="Test images (planted; a cap for voc/coco)."),
+    val_images: int = typer.Option(50, "--val-images", help="Held-out images (planted)."),
+    cue_images: int = typer.Option(60, "--cue-images", help="Confounded images (planted)."),
+    sanity_images: int = typer.Option(8, help="Images for the randomisation check (0: skip)."),
+    epochs: int = typer.Option(None, help="Training epochs of the planted models (default 8)."),
+    train_images: int = typer.Option(
+        None, "--train-images", help="Training images of the planted models (default 4000)."
+    ),
+    param: list[str] = typer.Option(None, help="Method parameter, e.g. rise.masks=1000."),
+    root: Path = typer.Option(None, help="VOC root (Annotations/, JPEGImages/, ImageSets/)."),
+    annotations: Path = typer.Option(None, help="COCO instances JSON."),
+    image_dir: Path = typer.Option(None, help="COCO image folder."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model for voc/coco (class names must match the annotations)."
+    ),
+    weights: str = WEIGHTS_OPTION,
+    trust_checkpoint: bool = TRUST_OPTION,
+    labels: Path = LABELS_OPTION,
+    device: str = DEVICE_OPTION,
+    out_dir: Path = typer.Option(Path("cnnlens-benchmark"), "--out", "-o", help="Output folder."),
+    seed: int = typer.Option(0, help="Seed of the data and of stochastic methods."),
+) -> None:
+    """Score every method's maps: pointing game, localisation, relevance mass, deletion and
+    insertion, smallest deleting box, sanity check and spurious cue. Writes benchmark.md,
+    benchmark.json and benchmark.html; rerun the same command to resume an interrupted run."""
+    from .errors import CnnlensError
+    from .evaluation.sources import coco_suite, planted_suite, voc_suite
+    from .evaluation.suite import run_benchmark
+    from .evaluation.tables import markdown, write_outputs
+    from .pipeline import resolve_methods
+    from .progress import reporting
+
+    if suite not in SUITES:
+        _fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    try:
+        chosen = resolve_methods(methods)
+        params = parse_params(param)
+    except (CnnlensError, ValueError) as e:
+        _fail(str(e))
+    bar = progress_bar()
+    try:
+        with bar, reporting(RichReporter(bar)):
+            if suite == "planted":
+                train = {"epochs": epochs, "n_train": train_images}
+                train = {k: v for k, v in train.items() if v is not None}
+                data = planted_suite(images, val_images, cue_images, seed=seed, train=train)
+            else:
+                if model is None:
+                    _fail(f"--suite {suite} needs --model: a classifier of the dataset's classes")
+                loaded = _load(model, weights, trust_checkpoint, labels, device)
+                if suite == "voc":
+                    if root is None:
+                        _fail("--suite voc needs --root PATH (the VOCdevkit/VOC2007 folder)")
+                    data = voc_suite(root, loaded, n_images=images)
+                else:
+                    if annotations is None or image_dir is None:
+                        _fail("--suite coco needs --annotations FILE and --image-dir DIR")
+                    data = coco_suite(annotations, image_dir, loaded, n_images=images)
+            result = run_benchmark(
+                data, chosen, out_dir, params=params, sanity_images=sanity_images, seed=seed
+            )
+    except CnnlensError as e:
+        _fail(str(e))
+    for f in result.failures:
+        console.print(f"[yellow]{escape(f['method'])}[/yellow] failed: {escape(f['error'])}")
+    paths = write_outputs(result, out_dir)
+    out.print(markdown(result), highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        f"wrote {paths['md']}, {paths['json']} and {paths['html']}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if not result.rows or len(result.failures) == len(chosen):
+        raise typer.Exit(1)
