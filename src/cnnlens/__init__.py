@@ -3,7 +3,7 @@
 The public API is re-exported here; see docs/design.md.
 """
 
-from . import datasets, evaluation, featurevis
+from . import analysis, datasets, evaluation, featurevis
 from .attribution import attribute
 from .errors import (
     CheckpointError,
@@ -37,6 +37,7 @@ __all__ = [
     "Preprocess",
     "TargetError",
     "attribute",
+    "analysis",
     "capture",
     "datasets",
     "evaluation",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -19,23 +20,38 @@ def _normalise(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-# Method settings for 128 px planted images: an occlusion window about the size of
-# an object (16 px, as 32 px is at 224), and fewer RISE masks and extremal steps so
-# that `--methods all` stays within minutes on a CPU (recorded in every table).
-PLANTED_PARAMS = {
-    "occlusion": {"window": 16, "stride": 8},
-    "rise": {"masks": 1000},
-    "extremal": {"iterations": 300},
-}
+def planted_params(size: int) -> dict:
+    """Method settings for planted images of side ``size``.
+
+    An occlusion window about the size of an object (``size / 8``: 16 px at
+    128, as 32 px is at 224), and fewer RISE masks and extremal steps than the
+    defaults so that ``--methods all`` stays within minutes on a CPU. They are
+    recorded in every table.
+    """
+    window = max(4, size // 8)
+    return {
+        "occlusion": {"window": window, "stride": window // 2},
+        "rise": {"masks": 1000},
+        "extremal": {"iterations": 300},
+    }
 
 
 def planted_split(model: LoadedModel, data, name: str) -> Split:
     """A :class:`Split` from a planted dataset: targets are the true labels."""
-    images, labels, masks, difficult = data.tensors()
-    samples = [data[i] for i in range(len(data))]
-    boxes = [list(s.boxes) for s in samples]
-    cue = torch.stack([s.cue_mask for s in samples]) if samples else None
-    return Split(name, _normalise(model, images), labels, masks, boxes, difficult, cue)
+    raws = [data.raw(i) for i in range(len(data))]
+    images = torch.from_numpy(np.stack([r["image"] for r in raws])).permute(0, 3, 1, 2)
+    images = images.float().div(255.0)
+    masks = torch.from_numpy(np.stack([r["mask"] for r in raws]))
+    return Split(
+        name,
+        _normalise(model, images),
+        torch.tensor([r["label"] for r in raws]),
+        masks,
+        [list(r["boxes"]) for r in raws],
+        torch.tensor([bool(r["difficult"]) for r in raws]),
+        torch.from_numpy(np.stack([r["cue_mask"] for r in raws])),
+        torch.tensor([-1 if r["cue"] is None else r["cue"] for r in raws]),
+    )
 
 
 def planted_suite(
@@ -85,7 +101,7 @@ def planted_suite(
         "train": train,
         "model": model.name,
     }
-    return Suite("planted", model, test, val, spurious, settings, PLANTED_PARAMS)
+    return Suite("planted", model, test, val, spurious, settings, planted_params(spec.size))
 
 
 def annotation_split(

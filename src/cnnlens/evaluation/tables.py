@@ -26,7 +26,7 @@ COLUMNS = [
     ("deletion_auc", "deletion AUC", "down"),
     ("insertion_auc", "insertion AUC", "up"),
     ("box90", "box 90%", "down"),
-    ("sanity_rho", "sanity |ρ|", "down"),
+    ("sanity_rho", "sanity ρ", "down"),
     ("cue_confounded", "cue share (confounded)", "up"),
     ("cue_clean", "cue share (clean)", "down"),
     ("seconds_per_image", "s / image", "down"),

@@ -1,0 +1,255 @@
+"""Stream an image folder through a model into an on-disk feature index (see :mod:`.store`).
+
+Images are decoded and preprocessed by a ``torch.utils.data.DataLoader`` (in worker
+processes when ``num_workers > 0``) and run in batches inside ``preserved(net)`` and
+``torch.inference_mode()``; per chosen layer the outputs are reduced on the device to the
+spatial mean (the pooled feature), the maximum and its position, and written into
+memory-mapped ``.npy`` files. Memory use is one batch, whatever the folder's size.
+
+Every ``checkpoint_every`` images (and when the run stops, by an error or Ctrl-C) the
+arrays are flushed and ``state.json`` is replaced atomically; a new call on the same folder
+continues after the last checkpoint. Unreadable files are recorded with their reason and
+skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import astuple
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .. import progress
+from ..errors import ImageError
+from ..hooks import capture, preserved
+from ..io import list_images, load_image
+from ..layer_lookup import resolve_layer
+from ..models.base import LoadedModel, Preprocess
+from ..report.serialize import write_json_atomic
+from .store import FORMAT_VERSION, TOP_K, FeatureIndex, IndexFolderError, layer_dir, open_index
+from .writer import IndexWriter, compute_batch
+
+__all__ = ["build_index", "read_label_csv"]
+
+
+class _Images(Dataset):
+    """Loads and preprocesses one image; unreadable files give zeros and the reason."""
+
+    def __init__(self, paths: Sequence[str], spec: Preprocess, thumb: int, offset: int):
+        self.paths, self.spec, self.thumb, self.offset = paths, spec, thumb, offset
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        size = self.spec.crop
+        try:
+            img = self.spec.geometry(load_image(self.paths[i]))
+            x = self.spec.to_tensor(img)
+            th = np.asarray(img.resize((self.thumb, self.thumb), Image.BILINEAR), np.uint8)
+            err = ""
+        except ImageError as e:
+            x = torch.zeros(3, size, size)
+            th = np.zeros((self.thumb, self.thumb, 3), np.uint8)
+            err = e.reason
+        return x, torch.from_numpy(th.copy()), self.offset + i, err
+
+
+def read_label_csv(csv_path: str | os.PathLike, root: Path, paths: Sequence[Path]) -> list[str]:
+    """Labels from a CSV with ``path`` and ``label`` columns (paths relative to ``root``).
+
+    Images missing from the CSV get the empty label ``""``.
+    """
+    table: dict[str, str] = {}
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise IndexFolderError(f"{csv_path}: needs a header with 'path' and 'label' columns")
+        for row in reader:
+            table[Path(row["path"]).as_posix()] = row["label"]
+    out = []
+    for p in paths:
+        rel = p.relative_to(root).as_posix() if root.is_dir() and p.is_relative_to(root) else None
+        out.append(table.get(rel, table.get(p.as_posix(), table.get(p.name, ""))))
+    return out
+
+
+def _fingerprint(paths: Sequence[str], layers: Sequence[str], model: str) -> str:
+    h = hashlib.sha256(json.dumps([list(paths), list(layers), model]).encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def _layer_shapes(loaded: LoadedModel, layers: Sequence[str]) -> dict[str, list[int]]:
+    spec = loaded.preprocess_spec
+    with preserved(loaded.net), torch.inference_mode(), capture(loaded.net, layers) as rec:
+        loaded.net(torch.zeros(1, 3, spec.crop, spec.crop, device=loaded.device))
+    shapes = {}
+    for name in layers:
+        a = rec.activations[name]
+        shapes[name] = list(a.shape[1:]) if a.dim() == 4 else [int(a[0].numel()), 1, 1]
+    return shapes
+
+
+def _fields(loaded: LoadedModel, shapes: dict) -> dict:
+    """Per layer the receptive field as JSON (``None`` for layers without positions)."""
+    from .receptive import UnsupportedGraph, receptive_field
+
+    size = (loaded.preprocess_spec.crop,) * 2
+    out = {}
+    for name, (_, h, w) in shapes.items():
+        try:
+            rf = receptive_field(loaded.net, name, size) if h * w > 1 else None
+        except (UnsupportedGraph, RuntimeError):
+            rf = None
+        out[name] = (
+            None
+            if rf is None
+            else {"y": list(astuple(rf.y)), "x": list(astuple(rf.x)), "method": rf.method}
+        )
+    return out
+
+
+def _create(root: Path, n: int, shapes: dict, dtype: str, thumb: int) -> None:
+    def new(path: Path, shape, dt) -> None:
+        np.lib.format.open_memmap(path, mode="w+", dtype=dt, shape=shape).flush()
+
+    new(root / "status.npy", (n,), np.uint8)
+    new(root / "pred_index.npy", (n, TOP_K), np.int32)
+    new(root / "pred_prob.npy", (n, TOP_K), np.float32)
+    new(root / "thumbs.npy", (n, thumb, thumb, 3), np.uint8)
+    for name, (c, _, _) in shapes.items():
+        d = layer_dir(root, name)
+        d.mkdir(parents=True, exist_ok=True)
+        new(d / "features.npy", (n, c), dtype)
+        new(d / "max.npy", (n, c), dtype)
+        new(d / "argmax.npy", (n, c), np.int32)
+
+
+def build_index(
+    model: LoadedModel | torch.nn.Module,
+    dataset: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    layers: Sequence[str] | None = None,
+    *,
+    label_csv: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    dtype: str = "float16",
+    checkpoint_every: int = 1024,
+    thumb_size: int = 32,
+    recursive: bool = True,
+    ray_address: str | None = None,
+) -> FeatureIndex:
+    """Index every image of ``dataset`` into the folder ``out``, resuming an earlier run.
+
+    Args:
+        model: the classifier (a bare module gets ImageNet preprocessing).
+        dataset: a folder (searched recursively), a file, or a list of them.
+        out: the index folder; an unfinished index of the same images, layers and model
+            there is continued after its last checkpoint.
+        layers: dotted layer names (default: the layer before the classifier's global pool,
+            as :func:`cnnlens.layer_lookup.default_layer` picks it).
+        label_csv: optional CSV with ``path,label`` columns (paths relative to ``dataset``).
+        batch_size, num_workers: DataLoader settings (workers decode images in parallel).
+        dtype: ``"float16"`` or ``"float32"`` for the feature arrays.
+        checkpoint_every: images between checkpoints (rounded up to whole batches).
+        thumb_size: side of the stored thumbnails (pixel-space neighbours, embedding grids).
+        ray_address: run on Ray instead (``"local"``, ``"auto"``, ``"ray://head:10001"``;
+            see :mod:`cnnlens.analysis.distributed`); ``num_workers`` model actors are used.
+
+    Returns:
+        The :class:`FeatureIndex` (unreadable images have status 2 and are in ``failures``).
+    """
+    loaded = LoadedModel.wrap(model)
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    if layers is None:
+        from ..layer_lookup import default_layer
+
+        layers = [default_layer(loaded.net, (loaded.preprocess_spec.crop,) * 2)]
+    layers = [resolve_layer(loaded.net, name)[0] for name in layers]
+    files = list_images(dataset, recursive=recursive)
+    if not files:
+        raise IndexFolderError(f"no images found in {dataset}")
+    paths = [str(p) for p in files]
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(paths, layers, loaded.name)
+    if (root / "meta.json").is_file():
+        old = json.loads((root / "meta.json").read_text("utf-8"))
+        if old.get("fingerprint") != fingerprint:
+            raise IndexFolderError(
+                f"{root} holds an index of other images, layers or model; "
+                "choose a new --out folder or delete it"
+            )
+    else:
+        labels = None
+        if label_csv is not None:
+            base = Path(dataset) if isinstance(dataset, (str, os.PathLike)) else Path(".")
+            labels = read_label_csv(label_csv, base, files)
+        shapes = _layer_shapes(loaded, layers)
+        _create(root, len(paths), shapes, dtype, thumb_size)
+        write_json_atomic(root / "images.json", {"paths": paths, "labels": labels})
+        write_json_atomic(root / "state.json", {"done": 0, "failures": []})
+        spec = loaded.preprocess_spec
+        meta = {
+            "version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "model": loaded.name,
+            "layers": shapes,
+            "dtype": dtype,
+            "thumb_size": thumb_size,
+            "input_size": [spec.crop, spec.crop],
+            "preprocess": {"crop": spec.crop, "resize": spec.resize},
+            "class_names": list(loaded.class_names),
+            "receptive_fields": _fields(loaded, shapes),
+        }
+        write_json_atomic(root / "meta.json", meta)
+    if ray_address is None:
+        _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every)
+    else:
+        from .distributed import run_on_ray
+
+        run_on_ray(loaded, IndexWriter(root, paths, layers), paths, ray_address,
+                   batch_size=batch_size, workers=max(1, num_workers),
+                   checkpoint_every=checkpoint_every)  # fmt: skip
+    return open_index(root)
+
+
+def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every) -> None:
+    writer = IndexWriter(root, paths, layers)
+    done = since = writer.done
+    if done >= len(paths):
+        return
+    loader = DataLoader(
+        _Images(paths[done:], loaded.preprocess_spec, writer.thumb_size, done),
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    start = time.perf_counter()
+    try:
+        with (
+            progress.task("index", len(paths) - done) as advance,
+            preserved(loaded.net),
+            torch.inference_mode(),
+            capture(loaded.net, layers) as rec,
+        ):
+            for x, th, idx, errs in loader:
+                result = compute_batch(loaded.net, x.to(loaded.device), rec, layers)
+                writer.write(idx.numpy(), result, th.numpy(), errs)
+                done = int(idx[-1]) + 1
+                advance(len(idx))
+                if done - since >= checkpoint_every:
+                    writer.checkpoint(done)
+                    since = done
+    finally:
+        writer.checkpoint(done, seconds=time.perf_counter() - start)
