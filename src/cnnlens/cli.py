@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -226,6 +227,28 @@ def layers(
         mark = " *" if info.name == default else ""
         table.add_row(info.name + mark, info.type, shape, f"{info.params:,}")
     out.print(table)
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_indices(text: str, what: str = "--channels") -> list[int]:
+    """``"0-15,32,40-43"`` -> ``[0, ..., 15, 32, 40, 41, 42, 43]`` (order kept, no repeats)."""
+    result: list[int] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        match = _RANGE.match(part)
+        if not match:
+            raise ValueError(f"{what} takes indices and ranges like 0-15,32; got {text!r}")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"{what}: range {part.strip()!r} runs backwards")
+        result.extend(i for i in range(lo, hi + 1) if i not in result)
+    if not result:
+        raise ValueError(f"{what} takes indices and ranges like 0-15,32; got {text!r}")
+    return result
 
 
 def _fail(message: str) -> NoReturn:

@@ -18,9 +18,9 @@ from .cli import (
     _load,
     app,
     out,
+    parse_indices,
     progress_bar,
 )
-from .cli_featurevis import parse_indices
 
 
 def _say(text: str) -> None:

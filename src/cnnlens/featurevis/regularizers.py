@@ -21,11 +21,9 @@ are rarely needed; they matter for the plain pixel parameterisation.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
+from ..attribution.common import gaussian_blur
 from .algebra import Activations, Objective
 
 
@@ -54,24 +52,6 @@ def total_variation() -> Objective:
         return dx + dy
 
     return Objective(fn, "total_variation()")
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)`` with reflected borders."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    radius_h = min(radius, x.shape[-2] - 1)
-    radius_w = min(radius, x.shape[-1] - 1)
-    kh = k[radius - radius_h : radius + radius_h + 1]
-    kw = k[radius - radius_w : radius + radius_w + 1]
-    kh, kw = kh / kh.sum(), kw / kw.sum()
-    y = F.pad(x, (0, 0, radius_h, radius_h), mode="reflect")
-    y = F.conv2d(y, kh.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    y = F.pad(y, (radius_w, radius_w, 0, 0), mode="reflect")
-    return F.conv2d(y, kw.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
 def blur(sigma: float = 1.0) -> Objective:
