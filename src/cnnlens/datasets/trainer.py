@@ -241,12 +241,11 @@ def _predict(model: LoadedModel, images_u8, batch_size: int) -> torch.Tensor:
     from ..hooks import preserved
 
     images = torch.from_numpy(images_u8)
-    prep = model.preprocess_spec
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
     preds = []
     with preserved(model.net):
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].permute(0, 3, 1, 2).float().div_(255.0)
-            preds.append(model.net(((x - mean) / std).to(model.device)).argmax(1).cpu())
+            preds.append(
+                model.net(model.preprocess_spec.normalize(x).to(model.device)).argmax(1).cpu()
+            )
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)

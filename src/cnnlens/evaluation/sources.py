@@ -13,13 +13,6 @@ from ..models.base import LoadedModel
 from .suite import Split, Suite
 
 
-def _normalise(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    spec = model.preprocess_spec
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
 def planted_params(size: int) -> dict:
     """Method settings for planted images of side ``size``.
 
@@ -44,7 +37,7 @@ def planted_split(model: LoadedModel, data, name: str) -> Split:
     masks = torch.from_numpy(np.stack([r["mask"] for r in raws]))
     return Split(
         name,
-        _normalise(model, images),
+        model.preprocess_spec.normalize(images),
         torch.tensor([r["label"] for r in raws]),
         masks,
         [list(r["boxes"]) for r in raws],

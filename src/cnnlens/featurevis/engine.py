@@ -17,20 +17,11 @@ from torch import nn
 
 from ..hooks import capture
 from ..layer_lookup import resolve_layer
-from ..models.base import LoadedModel
 from .objectives import LOGITS, Activations
 
 
 class _Stop(Exception):
     """Raised by a forward hook once every needed layer has run."""
-
-
-def normaliser(model: LoadedModel, device, dtype=torch.float32) -> Callable:
-    """``x in [0, 1] -> (x - mean) / std`` with the model's preprocessing constants."""
-    spec = model.preprocess_spec
-    mean = torch.tensor(spec.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device, dtype=dtype).view(1, 3, 1, 1)
-    return lambda x: (x - mean) / std
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from torch import nn
 from .. import progress
 from ..hooks import preserved
 from ..models.base import LoadedModel
-from .engine import forward_fn, normaliser, probe
+from .engine import forward_fn, probe
 from .objectives import Activations, Objective, as_objective
 from .params import PARAMS, ImageParam
 from .transforms import as_transform
@@ -156,7 +156,7 @@ def dream(
     batch = batch_size or _default_batch(device)
     per_batch = max(1, batch // k)
     layers = sorted(set().union(*(o.layers for o in objs)))
-    norm = normaliser(loaded, device)
+    norm = loaded.preprocess_spec.normalize
     extra = {} if decorrelate is None else {"decorrelate": decorrelate}
     rng = torch.Generator().manual_seed(int(seed))
     images, scores = [], []
@@ -279,7 +279,7 @@ def evaluate(
         )
     images = images.to(loaded.device, torch.float32)
     layers = sorted(set().union(*(o.layers for o in objs)))
-    norm = normaliser(loaded, images.device)
+    norm = loaded.preprocess_spec.normalize
     with preserved(loaded.net), forward_fn(loaded.net, layers) as fwd:
         acts = fwd(norm(images))
         acts.image = images
@@ -295,7 +295,7 @@ def channel_means(model: LoadedModel | nn.Module, images: torch.Tensor, layer: s
     """
     loaded = LoadedModel.wrap(model)
     images = images.to(loaded.device, torch.float32)
-    norm = normaliser(loaded, images.device)
+    norm = loaded.preprocess_spec.normalize
     with preserved(loaded.net), forward_fn(loaded.net, [layer]) as fwd:
         a = fwd(norm(images))[layer]
     return a.flatten(2).mean(dim=2) if a.dim() == 4 else a

@@ -55,6 +55,12 @@ class Preprocess:
         std = torch.tensor(self.std).view(3, 1, 1)
         return (t - mean) / std
 
+    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` RGB in [0, 1] to the network's input, on ``rgb``'s device and dtype."""
+        mean = torch.tensor(self.mean, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+        return (rgb - mean) / std
+
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of the normalisation: ``(N, 3, H, W)`` back to [0, 1] RGB."""
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
