@@ -205,6 +205,30 @@ def test_clean_and_confounded_images_differ_only_in_the_cue():
                 assert b.cue_mask.all()
 
 
+def test_object_rate_swaps_objects_in_confounded_training_images_only():
+    import dataclasses
+
+    swapped = dataclasses.replace(SMALL, object_rate=0.0)
+    clean = planted("train", 8, spec=SMALL)
+    confounded = planted("train", 8, spec=swapped, confound="corner")
+    differ = 0
+    for i in range(8):
+        a, b = clean[i], confounded[i]
+        assert a.label == b.label and b.cue == b.label  # the mark still encodes the label
+        differ += not torch.equal(a.mask, b.mask)  # other objects: another shape somewhere
+    assert differ >= 6
+    # the clean variant and the test split keep the labelled class
+    for split, confound in (("train", None), ("test", "corner")):
+        a = planted(split, 8, spec=SMALL, confound=confound)
+        b = planted(split, 8, spec=swapped, confound=confound)
+        assert all(torch.equal(a[i].image, b[i].image) for i in range(8))
+    # the default keeps the keys (and cached models) of specs made before the field existed
+    assert PlantedSpec().key() == "8faaf7555e6d" and PlantedSpec(size=96).key() == "4a84bfe94102"
+    assert PlantedSpec(object_rate=0.5).key() != PlantedSpec().key()
+    with pytest.raises(ValueError, match="object_rate"):
+        PlantedSpec(object_rate=1.5)
+
+
 def test_brightness_encodes_the_label_in_train_but_not_in_test():
     corr = {}
     for split in ("train", "test"):

@@ -231,6 +231,27 @@ def test_several_targets_batch_and_joint_masks():
     assert torch.equal(joint.maps[:, 0], joint.maps[:, 1])
 
 
+def test_ramp_schedule_scales_the_step():
+    from cnnlens.perturbation.game import step_scale
+
+    # 90 iterations: 10 at 1x, 10 at 2x, 10 at 3x, 40 at 5x, 10 at 2x, 10 at 1x
+    scales = [step_scale("ramp", it, 90) for it in range(90)]
+    assert scales == [1.0] * 10 + [2.0] * 10 + [3.0] * 10 + [5.0] * 40 + [2.0] * 10 + [1.0] * 10
+    assert {step_scale("constant", it, 90) for it in range(90)} == {1.0}
+    # the first ninth runs at the base step, so both schedules agree there exactly
+    x = _x(1, 64, seed=5)
+    kw = {"target": 0, "mask_scale": 4, "mask_sigma": 1.0}
+    a = cl.attribute(SquareTexture(), x, "perturbation", iterations=90, schedule="ramp", **kw)
+    b = cl.attribute(SquareTexture(), x, "perturbation", iterations=90, **kw)
+    torch.testing.assert_close(
+        a.extras["curve"]["loss"][..., :10], b.extras["curve"]["loss"][..., :10]
+    )
+    assert not torch.equal(a.maps, b.maps)
+    # and the ramp still finds the square in 90 iterations
+    region, square = a.maps[0, 0] > 0.5, _square_mask()
+    assert _iou(region, square) >= 0.5
+
+
 @pytest.mark.parametrize("kind", ["constant", "noise"])
 def test_other_perturbations_run(kind):
     e = cl.attribute(tiny_cnn(), _x(1, 32), "perturbation", target=1, perturbation=kind,
@@ -250,6 +271,7 @@ def test_other_perturbations_run(kind):
         {"init": "square"},
         {"init": 1.5},
         {"score": "odds"},
+        {"schedule": "cosine"},
     ],
 )
 def test_bad_parameters_raise(params):

@@ -3,7 +3,7 @@
 The public API is re-exported here; see docs/design.md.
 """
 
-from . import analysis, datasets, evaluation, featurevis
+from . import analysis, datasets, evaluation, featurevis, siam
 from .attribution import attribute
 from .errors import (
     CheckpointError,
@@ -52,4 +52,5 @@ __all__ = [
     "register",
     "report",
     "sample_images",
+    "siam",
 ]

@@ -463,7 +463,7 @@ def boxes(
 
 
 # The modules below add their commands to `app` when imported.
-from . import cli_analysis, cli_benchmark, cli_featurevis  # noqa: E402,F401
+from . import cli_analysis, cli_benchmark, cli_featurevis, cli_siam  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover

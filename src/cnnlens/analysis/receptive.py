@@ -36,6 +36,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..hooks import capture, preserved
 from ..layer_lookup import resolve_layer
+from ..pointwise import POINTWISE_MODULES
 
 __all__ = [
     "Field1D",
@@ -47,26 +48,6 @@ __all__ = [
 ]
 
 _CONV_LIKE = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-_POINTWISE_MODULES = (
-    nn.modules.batchnorm._NormBase,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Mish,
-    nn.Softplus,
-)
 _SPATIAL_FUNCTIONS = {
     F.conv2d,
     F.max_pool2d,
@@ -138,7 +119,7 @@ class ReceptiveField:
 
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(True for _ in m.children()) or isinstance(m, _POINTWISE_MODULES)
+        return not any(True for _ in m.children()) or isinstance(m, POINTWISE_MODULES)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -191,7 +172,7 @@ def _node_field(node: fx.Node, net: nn.Module, fields: dict, input_size) -> tupl
             if _spatial(node) == (1, 1):
                 return "global"
             raise UnsupportedGraph(f"adaptive pooling at {node.target}")
-        if not isinstance(m, _POINTWISE_MODULES):
+        if not isinstance(m, POINTWISE_MODULES):
             raise UnsupportedGraph(f"{node.target} ({type(m).__name__}) is not a known layer")
     elif node.op == "call_function" and node.target in _SPATIAL_FUNCTIONS:
         raise UnsupportedGraph(f"{node.name} calls {node.target.__name__}")

@@ -15,6 +15,12 @@ position flush with the border is added, so every pixel is covered.
 Baselines: ``"zero"`` (zero in the model's input space, i.e. the dataset mean
 colour for mean/std-normalised models), ``"mean"`` (the image's own mean
 colour), ``"blur"`` (the image blurred with sigma = window / 2), or a number.
+
+Modes (``mode=``): ``"exact"`` runs one full forward pass per window, batched;
+``"incremental"`` (the default) gives the same map by recomputing, layer by layer, only
+the band of each feature map that a window can change (Krypton, Nakandala et al.,
+SIGMOD 2019; see :mod:`cnnlens.attribution.incremental`); ``"approximate"`` caps that
+band's growth and spends the fine stride only on the most sensitive windows.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from .. import progress
 from ..registry import register
 from ..targets import resolve_targets
+from . import incremental
 from .common import (
     MethodOutput,
     check_batch_size,
@@ -34,6 +41,7 @@ from .common import (
     inference_copy,
     to_scores,
 )
+from .incremental import approximate
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -63,6 +71,25 @@ def make_baseline(x: torch.Tensor, baseline: str | float, window: tuple[int, int
     raise ValueError(f"baseline must be 'zero', 'mean', 'blur' or a number, got {baseline!r}")
 
 
+MODES = ("incremental", "exact", "approximate")
+MIN_SAVING = 0.2  # incremental runs naive batches when a probe window saves less of the MACs
+
+
+def _check_mode(mode, field_cap, drill_fraction, coarse_stride, stride, window) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if field_cap is not None and not 0 < field_cap <= 1:
+        raise ValueError(f"field_cap must be in (0, 1] or None, got {field_cap!r}")
+    if not 0 <= drill_fraction <= 1:
+        raise ValueError(f"drill_fraction must be in [0, 1], got {drill_fraction!r}")
+    if coarse_stride is not None:
+        cs = _pair(coarse_stride)
+        if cs[0] < stride[0] or cs[1] < stride[1] or cs[0] > window[0] or cs[1] > window[1]:
+            raise ValueError(
+                f"coarse_stride {cs} must lie between stride {stride} and window {window}"
+            )
+
+
 @register(
     "occlusion",
     "Drop in class probability when a window is replaced by a baseline (Zeiler & Fergus 2014)",
@@ -79,6 +106,11 @@ def occlusion(
     baseline: str | float = "zero",
     score: str = "prob",
     batch_size: int | None = None,
+    mode: str = "incremental",
+    field_cap: float | None = None,
+    drill_fraction: float = 0.25,
+    coarse_stride: int | tuple[int, int] | None = None,
+    quality: bool = False,
 ) -> MethodOutput:
     """Occlusion sensitivity maps.
 
@@ -90,10 +122,29 @@ def occlusion(
         stride: step between window positions.
         baseline: ``"zero"``, ``"mean"``, ``"blur"`` or a constant.
         score: ``"prob"`` (default), ``"logit"`` or ``"logprob"``.
-        batch_size: occluded images per forward pass (default: memory-aware).
+        batch_size: occluded images per forward pass (default: memory-aware; 32 windows
+            per batch for ``"incremental"`` on CPU).
+        mode: ``"incremental"`` (default): exact, recomputing only what each window can
+            change (see :mod:`cnnlens.attribution.incremental`); it runs naive batches
+            instead when a probe window saves less than 20% of the multiply-adds, or when
+            the model cannot be traced by ``torch.fx`` (``extras["mode"]`` says which ran).
+            ``"exact"``: naive batched occlusion, one full forward pass per window.
+            ``"approximate"``: projective-field thresholding and adaptive drill-down.
+        field_cap: approximate mode: cap of a patch's changed band, as a fraction of each
+            feature map's side (Krypton's tau); ``None`` (default) or 1 disables
+            thresholding. On EfficientNet-Lite0 a cap of 0.6 alone drops Pearson's r to
+            0.93 (docs/occlusion.md), so it is off unless asked for.
+        drill_fraction: approximate mode: share of fine-stride windows computed after a
+            coarse pass; 1 disables drill-down.
+        coarse_stride: approximate mode: stride of the coarse pass (default: twice
+            ``stride``, at most ``window``).
+        quality: approximate mode: also compute the exact map and report
+            ``extras["quality"] = {"pearson", "ssim"}`` against it.
 
     Returns:
         ``maps (N, T, H, W)``: mean score drop of the windows covering each pixel.
+        ``extras``: ``positions``, ``mode`` (what ran), ``windows_run``, ``macs_saved``
+        (share of conv/linear multiply-adds saved against naive occlusion).
     """
     check_score(score)
     net = model.net
@@ -107,36 +158,140 @@ def occlusion(
             "value; use a stride no larger than the window"
         )
     check_batch_size(batch_size)
+    _check_mode(mode, field_cap, drill_fraction, coarse_stride, st, win)
     ys, xs = window_positions(h, win[0], st[0]), window_positions(w, win[1], st[1])
     positions = [(y, xx) for y in ys for xx in xs]
-    bs = batch_size or default_batch_size(x)
     base_img = make_baseline(x, baseline, win)
-
-    fast = inference_copy(net, x)
-    fmt = torch.channels_last if fast is not net else torch.contiguous_format
+    runner = _Runner(net, x, win, score, mode, field_cap, batch_size)
     with torch.inference_mode():
-        logits = fast(x.contiguous(memory_format=fmt))
+        logits = runner.logits_all(x)
         targets = resolve_targets(target, n, logits)
         base_scores = gather_scores(to_scores(logits.float(), score), targets)  # (N, T)
-        t_count = targets.shape[1]
-        total = torch.zeros(n, t_count, h, w, device=x.device)
-        count = torch.zeros(1, 1, h, w, device=x.device)
-        for y, xx in positions:
-            count[..., y : y + win[0], xx : xx + win[1]] += 1
-        chunks = (len(positions) + bs - 1) // bs
-        with progress.task("occlusion", n * chunks) as advance:
+        maps = torch.zeros(n, targets.shape[1], h, w, device=x.device)
+        windows_run = 0
+        with progress.task("occlusion", n) as advance:
             for i in range(n):
-                for start in range(0, len(positions), bs):
-                    chunk = positions[start : start + bs]
-                    batch = x[i : i + 1].repeat(len(chunk), 1, 1, 1)
-                    batch = batch.contiguous(memory_format=fmt)
-                    for j, (y, xx) in enumerate(chunk):
-                        sl = (slice(y, y + win[0]), slice(xx, xx + win[1]))
-                        batch[j, :, sl[0], sl[1]] = base_img[i, :, sl[0], sl[1]]
-                    out = to_scores(fast(batch).float(), score)
-                    drops = base_scores[i].unsqueeze(0) - out[:, targets[i]]  # (P, T)
-                    for j, (y, xx) in enumerate(chunk):
-                        total[i, :, y : y + win[0], xx : xx + win[1]] += drops[j].view(-1, 1, 1)
-                    advance(1)
-    maps = total / count
-    return MethodOutput(maps, targets, {"positions": len(positions)})
+                runner.prepare(x, i)
+
+                def run(pos, i=i):
+                    return runner.drops(x, base_img, i, pos, base_scores[i], targets[i])
+
+                if mode == "approximate" and drill_fraction < 1:
+                    cst = _pair(coarse_stride) if coarse_stride else _coarse(st, win)
+                    coarse = [
+                        (y, xx)
+                        for y in window_positions(h, win[0], cst[0])
+                        for xx in window_positions(w, win[1], cst[1])
+                    ]
+                    drops, used = approximate.drilldown(
+                        run, positions, coarse, win, (h, w), drill_fraction
+                    )
+                else:
+                    drops, used = run(positions), len(positions)
+                windows_run += used
+                maps[i] = approximate.accumulate(drops, positions, win, (h, w))
+                advance(1)
+    extras = {
+        "positions": len(positions),
+        "mode": runner.mode_used,
+        "windows_run": windows_run,
+        "macs_saved": runner.macs_saved(),
+    }
+    if quality and mode == "approximate":
+        exact = occlusion(
+            model,
+            x,
+            targets.tolist(),
+            window=win,
+            stride=st,
+            baseline=baseline,
+            score=score,
+            batch_size=batch_size,
+            mode="incremental",
+        ).maps
+        extras["quality"] = approximate.quality(maps, exact)
+    return MethodOutput(maps, targets, extras)
+
+
+def _coarse(st: tuple[int, int], win: tuple[int, int]) -> tuple[int, int]:
+    return (min(2 * st[0], win[0]), min(2 * st[1], win[1]))
+
+
+class _Runner:
+    """Score drops for lists of window positions, by naive or incremental batches."""
+
+    def __init__(self, net, x, win, score, mode, field_cap, batch_size):
+        self.net, self.win, self.score = net, win, score
+        self.engine = self.fast = None
+        self.mode_used = "exact"
+        self.naive_macs = 0
+        if mode != "exact":
+            cap = field_cap if mode == "approximate" and field_cap and field_cap < 1 else None
+            try:
+                self.engine = incremental.IncrementalEngine(net, cap=cap)
+                self.mode_used = mode
+            except incremental.UnsupportedGraph as e:
+                self.mode_used = f"exact (incremental unavailable: {e})"
+        self.probe = mode == "incremental"
+        default = 32 if self.engine is not None and not x.is_cuda else default_batch_size(x)
+        self.bs = batch_size or default
+
+    def logits_all(self, x):
+        if self.engine is None:
+            self._naive(x)
+            return self.fast(x.contiguous(memory_format=self.fmt))
+        out = [self.engine.prepare(x[i : i + 1]) for i in range(x.shape[0])]
+        return torch.cat(out)
+
+    def _naive(self, x):
+        if self.fast is None:
+            self.fast = inference_copy(self.net, x)
+            self.fmt = torch.channels_last if self.fast is not self.net else torch.contiguous_format
+
+    def prepare(self, x, i):
+        if self.engine is not None and x.shape[0] > 1:
+            self.engine.prepare(x[i : i + 1])
+        if self.engine is not None and self.probe:  # one central window: is it worth it?
+            self.probe = False
+            h, w = x.shape[-2:]
+            y0 = torch.tensor([(h - self.win[0]) // 2], device=x.device)
+            x0 = torch.tensor([(w - self.win[1]) // 2], device=x.device)
+            q = torch.zeros(1, x.shape[1], *self.win, device=x.device, dtype=x.dtype)
+            e = self.engine
+            e.run(q, y0, x0)
+            if e.macs_done > (1 - MIN_SAVING) * e.macs_naive:
+                self.mode_used = "exact (incremental saves too little on this model)"
+                self.engine = None
+            else:
+                e.macs_done = e.macs_naive = 0
+
+    def drops(self, x, base_img, i, positions, base_scores, targets) -> torch.Tensor:
+        """``(len(positions), T)`` score drops of image ``i`` for the given windows."""
+        wh, ww = self.win
+        out = []
+        for start in range(0, len(positions), self.bs):
+            chunk = positions[start : start + self.bs]
+            if self.engine is not None:
+                q = torch.stack([base_img[i, :, y : y + wh, xx : xx + ww] for y, xx in chunk])
+                y0 = torch.tensor([p[0] for p in chunk], device=x.device)
+                x0 = torch.tensor([p[1] for p in chunk], device=x.device)
+                logits = self.engine.run(q, y0, x0)
+            else:
+                self._naive(x)
+                batch = x[i : i + 1].repeat(len(chunk), 1, 1, 1)
+                batch = batch.contiguous(memory_format=self.fmt)
+                for j, (y, xx) in enumerate(chunk):
+                    sl = (slice(y, y + wh), slice(xx, xx + ww))
+                    batch[j, :, sl[0], sl[1]] = base_img[i, :, sl[0], sl[1]]
+                logits = self.fast(batch)
+                self.naive_macs += len(chunk)
+            scores = to_scores(logits.float(), self.score)
+            out.append(base_scores.unsqueeze(0) - scores[:, targets])
+        return torch.cat(out)
+
+    def macs_saved(self) -> float:
+        e = self.engine
+        if e is None or e.macs_naive == 0:
+            return 0.0
+        done = e.macs_done + self.naive_macs * e.macs_per_image
+        return 1.0 - done / (e.macs_naive + self.naive_macs * e.macs_per_image)

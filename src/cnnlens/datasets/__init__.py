@@ -6,8 +6,11 @@
 * :func:`train_planted`: a small CNN for those images, cached on disk.
 * :func:`read_voc`, :func:`read_coco`, :func:`box_masks`: box annotations of
   real photos for the pointing game and localisation metrics.
+* :mod:`.scenic`: synthetic scenicness scenes (attribute textures in known
+  regions, a target linear in their areas) for SIAM models.
 """
 
+from . import scenic
 from .cues import CONFOUNDS
 from .dataset import PlantedDataset, planted
 from .planted import PlantedSample, PlantedSpec, render
@@ -30,5 +33,6 @@ __all__ = [
     "read_coco",
     "read_voc",
     "render",
+    "scenic",
     "train_planted",
 ]

@@ -64,6 +64,11 @@ class PlantedSpec:
             At 1.0 (the default) the small CNN of :func:`train_planted` takes the
             shortcut; at 0.95 the few images where cue and object disagree teach
             it to prefer the object for the corner mark (test accuracy 98%).
+        object_rate: in the confounded train/val images, the fraction whose objects
+            are of the labelled class; the others show objects of another class, so
+            the cue is the only reliable evidence (the tank story: the tanks were
+            hard to see, the weather was not). The clean variant and the test split
+            always show the labelled class.
         cue_size: side of the corner mark as a fraction of ``size``.
         brightness: range of the mean brightness levels that encode classes.
         seed: seed of the whole dataset.
@@ -81,6 +86,7 @@ class PlantedSpec:
     texture_scale: tuple[float, float] = (0.2, 1.0)
     cue_rate: float = 1.0
     cue_size: float = 0.08
+    object_rate: float = 1.0
     brightness: tuple[float, float] = (0.2, 0.6)
     seed: int = 0
 
@@ -88,8 +94,9 @@ class PlantedSpec:
         class_parts(self.n_classes)  # validates n_classes
         if self.size < 24:
             raise ValueError(f"size must be at least 24 pixels; got {self.size}")
-        if not 0.0 <= self.difficult_rate <= 1.0 or not 0.0 <= self.cue_rate <= 1.0:
-            raise ValueError("difficult_rate and cue_rate are fractions in [0, 1]")
+        rates = (self.difficult_rate, self.cue_rate, self.object_rate)
+        if not all(0.0 <= r <= 1.0 for r in rates):
+            raise ValueError("difficult_rate, cue_rate and object_rate are fractions in [0, 1]")
         if self.max_objects < 1 or self.max_distractors < 1:
             raise ValueError("max_objects and max_distractors must be at least 1")
         if max(self.object_scale) > 0.45:
@@ -107,7 +114,10 @@ class PlantedSpec:
 
     def key(self) -> str:
         """Short stable hash of every parameter and the generator version (cache names)."""
-        blob = json.dumps({"v": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
+        fields = self.to_dict()
+        if fields["object_rate"] == 1.0:  # added later: the default keeps the older keys
+            del fields["object_rate"]
+        blob = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -118,7 +128,8 @@ class PlantedSample:
     Attributes:
         image: ``(3, H, W)`` float32 in [0, 1] (quantised to 8 bits).
         label: class index.
-        mask: ``(H, W)`` bool, the pixels of the objects of the labelled class.
+        mask: ``(H, W)`` bool, the pixels of the painted objects (of the labelled class,
+            except in confounded train/val images swapped by ``object_rate``).
         boxes: tight ``(x0, y0, x1, y1)`` boxes of those objects (x1, y1 exclusive).
         difficult: small objects or distractors.
         cue_mask: ``(H, W)`` bool, the spurious cue's pixels (all for brightness,
@@ -191,6 +202,11 @@ def render(spec: PlantedSpec, split: str, index: int, confound: str | None = Non
     rgb += rng.normal(0.0, 0.01, rgb.shape).astype(np.float32)
 
     label = int(rng.integers(n))
+    shown = label  # the class of the painted objects
+    if confound is not None and split != "test" and spec.object_rate < 1.0:
+        swap_rng = np.random.default_rng([spec.seed, SPLITS[split], index, 2])
+        if swap_rng.random() >= spec.object_rate:
+            shown = (label + 1 + int(swap_rng.integers(n - 1))) % n
     difficult = bool(rng.random() < spec.difficult_rate)
     small = difficult and rng.random() < 0.5
     parts = class_parts(n)
@@ -205,7 +221,7 @@ def render(spec: PlantedSpec, split: str, index: int, confound: str | None = Non
         if box is None:
             continue
         taken.append(box)
-        obj = _paint(rgb, grey, rng, spec, box, *parts[label])
+        obj = _paint(rgb, grey, rng, spec, box, *parts[shown])
         mask |= obj
         boxes.append(_tight_box(obj))
 

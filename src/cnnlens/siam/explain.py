@@ -1,0 +1,118 @@
+"""What-where-how explanations of SIAM predictions (Marcos, Lobry & Tuia 2019).
+
+A SIAM prediction is linear in its pooled attribute maps, so its explanation is
+exact rather than estimated:
+
+    y_o = b_o + sum_k r_ok,    r_ok = sum_t W_okt P_kt [+ 1/2 sum_{l != k} V_okl g_k g_l]
+
+For each attribute the explanation gives *what* (its name and presence score
+``g_k``), *how* (its contribution ``r_ok`` and effective weight) and *where*
+(its map ``A_k``, upsampled bilinearly to the image). :meth:`SiamExplanation.error`
+measures how far ``b + sum r`` is from the output the model returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import SiamModel
+
+
+@dataclass
+class SiamExplanation:
+    """Per-image, per-attribute decomposition of SIAM outputs.
+
+    Attributes:
+        attributes: the ``K`` attribute names.
+        outputs: the ``O`` output names.
+        output: ``(N, O)`` model outputs.
+        bias: ``(O,)`` the linear layer's bias.
+        contributions: ``(N, O, K)``; ``output == bias + contributions.sum(-1)``.
+        pooled: ``(N, K, T)`` pooled values entering the linear layer.
+        presence: ``(N, K)`` average-pooled maps (attribute presence scores).
+        weights: ``(O, K)`` effective weight per attribute (per unit of a uniform map).
+        maps: ``(N, K, H, W)`` attribute maps upsampled to the input size.
+        explained: ``(N,)`` the output explained per image (the given output, or
+            the predicted class for classification).
+    """
+
+    attributes: list[str]
+    outputs: list[str]
+    output: torch.Tensor
+    bias: torch.Tensor
+    contributions: torch.Tensor
+    pooled: torch.Tensor
+    presence: torch.Tensor
+    weights: torch.Tensor
+    maps: torch.Tensor
+    explained: torch.Tensor
+
+    def error(self) -> float:
+        """``max |bias + sum_k contributions - output|`` over images and outputs."""
+        total = self.bias + self.contributions.sum(-1)
+        return float((total - self.output).abs().max())
+
+    def ranked(self, image: int = 0, n: int = 3) -> tuple[list[int], list[int]]:
+        """Indices of the ``n`` most positive and ``n`` most negative contributions."""
+        r = self.contributions[image, int(self.explained[image])]
+        order = torch.argsort(r, descending=True).tolist()
+        pos = [k for k in order if r[k] > 0][:n]
+        neg = [k for k in reversed(order) if r[k] < 0][:n]
+        return pos, neg
+
+    def rows(self, image: int = 0) -> list[dict]:
+        """Per attribute: name, contribution, presence and weight, for the explained output."""
+        o = int(self.explained[image])
+        return [
+            {
+                "attribute": name,
+                "contribution": float(self.contributions[image, o, k]),
+                "presence": float(self.presence[image, k]),
+                "weight": float(self.weights[o, k]),
+            }
+            for k, name in enumerate(self.attributes)
+        ]
+
+
+@torch.no_grad()
+def explain(model: SiamModel, x: torch.Tensor, output: int | None = None) -> SiamExplanation:
+    """Decompose the model's outputs for normalised images ``x`` ``(N, 3, S, S)``.
+
+    Args:
+        model: a :class:`SiamModel`.
+        x: input batch, normalised like the backbone expects.
+        output: the output to explain; default 0 for regression, the predicted
+            class for classification.
+    """
+    from .evaluate import effective_weights
+
+    was = model.training
+    model.eval()
+    try:
+        out = model(x)
+    finally:
+        model.train(was)
+    n = x.shape[0]
+    if output is not None:
+        explained = torch.full((n,), int(output), dtype=torch.long)
+    elif model.config.task == "classification":
+        explained = out.output.argmax(1).cpu()
+    else:
+        explained = torch.zeros(n, dtype=torch.long)
+    weights = torch.stack([effective_weights(model, o) for o in range(out.output.shape[1])])
+    maps = F.interpolate(out.maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return SiamExplanation(
+        attributes=list(model.config.attributes),
+        outputs=list(model.config.outputs),
+        output=out.output,
+        bias=model.head.bias.detach().clone(),
+        contributions=out.contributions,
+        pooled=out.pooled,
+        presence=out.presence,
+        weights=weights,
+        maps=maps,
+        explained=explained,
+    )
