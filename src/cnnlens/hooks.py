@@ -8,7 +8,7 @@ leaves every cnnlens call exactly as it came.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -135,6 +135,40 @@ def capture(
             name, module = resolve_layer(net, layer)
             handles.append(module.register_forward_hook(make_hook(name)))
         yield record
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class StopForward(Exception):
+    """Raised by :func:`stop_after`'s hooks once every watched layer has run."""
+
+
+@contextmanager
+def stop_after(net: nn.Module, layers: Sequence[str | nn.Module]) -> Iterator[Callable[[], None]]:
+    """Inside the block, a forward pass of ``net`` raises :class:`StopForward` as soon as
+    every one of ``layers`` has run once, so the rest of the network is skipped.
+
+    Register it after :func:`capture` for the same layers, so the recording hooks run
+    first. Yields ``reset()``, to call before each pass. The hooks are removed in
+    ``finally``.
+    """
+    modules = [resolve_layer(net, layer)[1] for layer in layers]
+    seen: set[int] = set()
+
+    def make(i: int):
+        def hook(module, args, output):
+            seen.add(i)
+            if len(seen) == len(modules):
+                raise StopForward
+
+        return hook
+
+    handles = []
+    try:
+        for i, m in enumerate(modules):
+            handles.append(m.register_forward_hook(make(i)))
+        yield seen.clear
     finally:
         for h in handles:
             h.remove()

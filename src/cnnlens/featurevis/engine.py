@@ -10,18 +10,13 @@ an exception raised by a forward hook, registered inside the same scope as
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
 
-from ..hooks import capture
-from ..layer_lookup import resolve_layer
+from ..hooks import StopForward, capture, stop_after
 from .objectives import LOGITS, Activations
-
-
-class _Stop(Exception):
-    """Raised by a forward hook once every needed layer has run."""
 
 
 @contextmanager
@@ -35,57 +30,39 @@ def forward_fn(
     """
     names = [n for n in dict.fromkeys(layers) if n != LOGITS]
     need_logits = LOGITS in layers
-    modules = {n: resolve_layer(net, n)[1] for n in names}
-    seen: set[str] = set()
     stop = early_stop and not need_logits and bool(names)
-    handles = []
 
-    def make(name: str):
-        def hook(module, args, output):
-            seen.add(name)
-            if len(seen) == len(names):
-                raise _Stop
+    with capture(net, names) as record, ExitStack() as stack:
+        # registered after capture's hooks, so those run first
+        reset = stack.enter_context(stop_after(net, names)) if stop else (lambda: None)
 
-        return hook
-
-    with capture(net, names) as record:
-        try:
-            if stop:  # registered after capture's hooks, so those run first
-                for n, m in modules.items():
-                    handles.append(m.register_forward_hook(make(n)))
-
-            def fwd(x: torch.Tensor) -> Activations:
-                if not names and not need_logits:  # image regularisers only
-                    return Activations({})
-                record.clear()
-                seen.clear()
-                out = None
-                try:
-                    out = net(x)
-                except _Stop:
-                    pass
-                acts = {n: record.activations[n] for n in names if n in record.activations}
-                missing = [n for n in names if n not in acts]
-                if missing:
+        def fwd(x: torch.Tensor) -> Activations:
+            if not names and not need_logits:  # image regularisers only
+                return Activations({})
+            record.clear()
+            reset()
+            out = None
+            try:
+                out = net(x)
+            except StopForward:
+                pass
+            acts = {n: record.activations[n] for n in names if n in record.activations}
+            missing = [n for n in names if n not in acts]
+            if missing:
+                raise ValueError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+            for n, a in acts.items():
+                if not isinstance(a, torch.Tensor):
+                    raise ValueError(f"layer {n!r} returns {type(a).__name__}, not a tensor")
+            if need_logits:
+                if not isinstance(out, torch.Tensor):
                     raise ValueError(
-                        f"layer(s) {', '.join(missing)} did not run in the forward pass"
+                        f"the model returns {type(out).__name__}; class objectives need a "
+                        "(B, classes) tensor"
                     )
-                for n, a in acts.items():
-                    if not isinstance(a, torch.Tensor):
-                        raise ValueError(f"layer {n!r} returns {type(a).__name__}, not a tensor")
-                if need_logits:
-                    if not isinstance(out, torch.Tensor):
-                        raise ValueError(
-                            f"the model returns {type(out).__name__}; class objectives need a "
-                            "(B, classes) tensor"
-                        )
-                    acts[LOGITS] = out
-                return Activations(acts)
+                acts[LOGITS] = out
+            return Activations(acts)
 
-            yield fwd
-        finally:
-            for h in handles:
-                h.remove()
+        yield fwd
 
 
 def probe(

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hooks import StopForward, capture, stop_after
 from ..layer_lookup import resolve_layer
 
 
@@ -73,40 +74,29 @@ class SiamConfig:
         return asdict(self)
 
 
-class _Stop(Exception):
-    """Raised once the trunk layer has run: the rest of the network is skipped."""
-
-
 class Trunk(nn.Module):
     """The backbone up to ``layer``: ``forward(x) -> (N, C, h, w)`` features.
 
-    The layer's output is caught by a forward hook registered for the duration of
-    one call and removed in ``finally``; the pass stops right after the layer.
+    The layer's output is recorded with :func:`~cnnlens.hooks.capture` and the pass
+    stops right after it (:func:`~cnnlens.hooks.stop_after`); both hooks live for
+    one call.
     """
 
     def __init__(self, net: nn.Module, layer: str):
         super().__init__()
         self.net = net
         self.layer = layer
-        self.module = resolve_layer(net, layer)[1]
+        self.name, self.module = resolve_layer(net, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        store: list[torch.Tensor] = []
-
-        def hook(module, args, output):
-            store.append(output)
-            raise _Stop
-
-        handle = self.module.register_forward_hook(hook)
-        try:
-            self.net(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if not store:
+        with capture(self.net, [self.module]) as record, stop_after(self.net, [self.module]):
+            try:
+                self.net(x)
+            except StopForward:
+                pass
+        if self.name not in record.activations:
             raise ValueError(f"layer {self.layer!r} did not run in the forward pass")
-        return store[0]
+        return record.activations[self.name]
 
 
 @dataclass
