@@ -251,6 +251,11 @@ def parse_indices(text: str, what: str = "--channels") -> list[int]:
     return result
 
 
+def say(text: str) -> None:
+    """Print plain text to stdout: no markup, no highlighting, long lines kept whole."""
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(2)
@@ -375,23 +380,20 @@ def interrogate(
     except ValueError as e:  # malformed box, bad target (TargetError is a ValueError)
         _fail(str(e))
     size = f"{x.shape[-1]}x{x.shape[-2]}"
-    out.print(
+    say(
         f"{image.name}: {perturbation} box {requested} ({coords} pixels) = {in_box} in the "
         f"{size} model input",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
     )
     lines = result.lines(loaded)[0]
     for line in lines:
-        out.print(line, highlight=False, markup=False, soft_wrap=True)
+        say(line)
     shown = loaded.display_images(torch.cat([x[:1], result.perturbed[:1]]))
     stem = image.stem
     saved = save_png(shown[1], out_dir / f"{stem}-{perturbation}.png")
     caption = f"{perturbation}: " + lines[0].replace("→", "->")
     pair = side_by_side(shown[0], shown[1], in_box, caption)
     both = save_png(pair, out_dir / f"{stem}-{perturbation}-compare.png")
-    out.print(f"saved {saved} and {both}", highlight=False, markup=False, soft_wrap=True)
+    say(f"saved {saved} and {both}")
 
 
 @app.command()
@@ -446,20 +448,17 @@ def boxes(
     except CnnlensError as e:
         _fail(str(e))
     n_pairs = int(torch.tensor(expls[0].targets.shape).prod())
-    out.print(
+    say(
         f"smallest deleting box, mean area as a fraction of the {x.shape[-1]}x{x.shape[-2]} "
         f"input ± standard error (image-target pairs reaching the level / {n_pairs})",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
     )
-    out.print(table.format(), highlight=False, markup=False, soft_wrap=True)
+    say(table.format())
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "boxes.json", {"images": names, "methods": table.to_dict()})
         save_svg(table.svg(), out_dir / "boxes.svg")
         saved = f"saved {out_dir / 'boxes.json'} and {out_dir / 'boxes.svg'}"
-        out.print(saved, highlight=False, markup=False, soft_wrap=True)
+        say(saved)
 
 
 # The modules below add their commands to `app` when imported.

@@ -17,14 +17,10 @@ from .cli import (
     _fail,
     _load,
     app,
-    out,
     parse_indices,
     progress_bar,
+    say,
 )
-
-
-def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _open(index: Path):
@@ -76,9 +72,9 @@ def index(
         _fail(str(e))
     seconds = time.perf_counter() - start
     n_ok = len(idx.ok)
-    _say(f"indexed {n_ok} of {len(idx)} images into {idx.root} ({n_ok / seconds:.1f} images/s)")
+    say(f"indexed {n_ok} of {len(idx)} images into {idx.root} ({n_ok / seconds:.1f} images/s)")
     for f in idx.failures:
-        _say(f"skipped {f['path']}: {f['reason']}")
+        say(f"skipped {f['path']}: {f['reason']}")
 
 
 @app.command()
@@ -99,7 +95,7 @@ def patches(
                                  out_dir, k=k)  # fmt: skip
     except (CnnlensError, ValueError) as e:
         _fail(str(e))
-    _say(f"saved {page}")
+    say(f"saved {page}")
 
 
 @app.command()
@@ -131,8 +127,8 @@ def neighbours(
         _fail(str(e))
     for title, nb in (("feature", by_feat), ("pixel", by_pix)):
         for e, d in zip(nb.indices[0].tolist(), nb.distances[0].tolist()):
-            _say(f"{title}\t{d:.4f}\t{idx.paths[e]}")
-    _say(f"saved {page}")
+            say(f"{title}\t{d:.4f}\t{idx.paths[e]}")
+    say(f"saved {page}")
 
 
 @app.command()
@@ -167,4 +163,4 @@ def embed(
         )  # fmt: skip
     except (CnnlensError, ValueError) as e:
         _fail(str(e))
-    _say(f"{method}: {len(entries)} points in {seconds:.1f} s; saved {page}")
+    say(f"{method}: {len(entries)} points in {seconds:.1f} s; saved {page}")

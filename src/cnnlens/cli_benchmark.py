@@ -18,8 +18,8 @@ from .cli import (
     _load,
     app,
     console,
-    out,
     progress_bar,
+    say,
 )
 
 SUITES = ("planted", "voc", "coco")
@@ -114,12 +114,7 @@ def benchmark(
     for f in result.failures:
         console.print(f"[yellow]{escape(f['method'])}[/yellow] failed: {escape(f['error'])}")
     paths = write_outputs(result, out_dir)
-    out.print(markdown(result), highlight=False, markup=False, soft_wrap=True)
-    out.print(
-        f"wrote {paths['md']}, {paths['json']} and {paths['html']}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    say(markdown(result))
+    say(f"wrote {paths['md']}, {paths['json']} and {paths['html']}")
     if not result.rows or len(result.failures) == len(chosen):
         raise typer.Exit(1)

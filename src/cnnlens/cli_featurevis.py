@@ -19,16 +19,12 @@ from .cli import (
     _fail,
     _load,
     app,
-    out,
     parse_indices,
     progress_bar,
+    say,
 )
 
 OUT_OPTION = typer.Option(Path("cnnlens-featurevis"), "--out", "-o", help="Output folder.")
-
-
-def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -69,8 +65,8 @@ def filters(
             sections,
             {"model": loaded.name, "layer": bank.layer, "weight shape": shape},
         )
-        _say(f"{bank.layer} ({shape}): {bank.note}")
-        _say(f"saved {saved[0]}, {saved[1]} and {page}")
+        say(f"{bank.layer} ({shape}): {bank.note}")
+        say(f"saved {saved[0]}, {saved[1]} and {page}")
 
 
 @app.command()
@@ -136,9 +132,9 @@ def activations(
             {"model": loaded.name, "image": image.name, "top-3": top, "layer": name},
         )
         best = ", ".join(f"#{int(i)} ({float(m.means[i]):.3g})" for i in m.order[:5])
-        _say(f"{name} ({c}x{h}x{w}): strongest channels {best}")
-        _say(f"saved {grid_path} and {page}")
-    _say(f"overview strip: {strip_path}")
+        say(f"{name} ({c}x{h}x{w}): strongest channels {best}")
+        say(f"saved {grid_path} and {page}")
+    say(f"overview strip: {strip_path}")
 
 
 @app.command()
@@ -249,7 +245,7 @@ def dream(
                 paths = _dream_layer(loaded, name, objs, short, settings, out_dir)
         except (CnnlensError, ValueError) as e:
             _fail(str(e))
-        _say(f"saved {', '.join(str(p) for p in paths)}")
+        say(f"saved {', '.join(str(p) for p in paths)}")
 
 
 def _dream_layer(
@@ -297,5 +293,5 @@ def _dream_layer(
         meta,
     )
     for label, caption in zip(short, captions):
-        _say(f"  {label}: {caption}")
+        say(f"  {label}: {caption}")
     return [png, out_dir / f"dream-{name}.json", page]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from .cli import RichReporter, _fail, app, out, progress_bar
+from .cli import RichReporter, _fail, app, progress_bar, say
 from .progress import reporting
 
 siam_app = typer.Typer(
@@ -22,10 +22,6 @@ siam_app = typer.Typer(
 app.add_typer(siam_app, name="siam")
 
 CHECKPOINT_OPTION = typer.Option(..., "--checkpoint", "-c", help="A checkpoint of siam train.")
-
-
-def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @siam_app.command("data")
@@ -47,7 +43,7 @@ def data_cmd(
     bar = progress_bar()
     with bar, reporting(RichReporter(bar)):
         path = write_folder(out_dir, counts, ScenicSpec(size=size, seed=seed))
-    _say(f"wrote {sum(counts.values())} scenes and {path} ({time.perf_counter() - start:.1f} s)")
+    say(f"wrote {sum(counts.values())} scenes and {path} ({time.perf_counter() - start:.1f} s)")
 
 
 def _scenic_data(folder: Path | None, split: str, n: int, size: int):
@@ -160,8 +156,8 @@ def train_cmd(
     curve = curve_png(history, checkpoint.with_suffix(".png"))
     last = history[-1] if history else {}
     losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
-    _say(f"trained {len(history)} epochs in {time.perf_counter() - start:.1f} s: {losses}")
-    _say(f"saved {checkpoint} and {curve}")
+    say(f"trained {len(history)} epochs in {time.perf_counter() - start:.1f} s: {losses}")
+    say(f"saved {checkpoint} and {curve}")
 
 
 def _split(csv_path: Path) -> str | None:
@@ -203,17 +199,17 @@ def evaluate_cmd(
         test = cached(model, scenes_to_data(scenes))
         scores = evaluate_scenic(model, test, scenes, spec.noise)
     for line in scores.lines():
-        _say(line)
+        say(line)
     weights = ", ".join(
         f"{k} {v:+.2f} ({scores.true_coefficients[k]:+.2f})" for k, v in scores.weights.items()
     )
-    _say(f"weights (true): {weights}")
+    say(f"weights (true): {weights}")
     if json_out is not None:
         from .report.serialize import write_json_atomic
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(json_out, scores.to_dict())
-        _say(f"saved {json_out}")
+        say(f"saved {json_out}")
 
 
 @siam_app.command("explain")
@@ -248,10 +244,10 @@ def explain_cmd(
     }
     write_explanation(target, Image.fromarray(pixels), expl, top=top, settings=settings)
     o = int(expl.explained[0])
-    _say(f"{image.name}: {expl.outputs[o]} = {float(expl.output[0, o]):.4f}")
+    say(f"{image.name}: {expl.outputs[o]} = {float(expl.output[0, o]):.4f}")
     for row in sorted(expl.rows(0), key=lambda r: -abs(r["contribution"]))[: 2 * top]:
-        _say(
+        say(
             f"  {row['attribute']:<12} {row['contribution']:+.4f}  (presence {row['presence']:.3f})"
         )
-    _say(f"  check: |bias + sum - output| = {expl.error():.2e}")
-    _say(f"saved {target}")
+    say(f"  check: |bias + sum - output| = {expl.error():.2e}")
+    say(f"saved {target}")
