@@ -17,10 +17,11 @@ colour for mean/std-normalised models), ``"mean"`` (the image's own mean
 colour), ``"blur"`` (the image blurred with sigma = window / 2), or a number.
 
 Modes (``mode=``): ``"exact"`` runs one full forward pass per window, batched;
-``"incremental"`` (the default) gives the same map by recomputing, layer by layer, only
-the band of each feature map that a window can change (Krypton, Nakandala et al.,
-SIGMOD 2019; see :mod:`cnnlens.attribution.incremental`); ``"approximate"`` caps that
-band's growth and spends the fine stride only on the most sensitive windows.
+``"incremental"`` gives the same map by recomputing, layer by layer, only the band of
+each feature map that a window can change (Krypton, Nakandala et al., SIGMOD 2019; see
+:mod:`cnnlens.attribution.incremental`); ``"auto"`` (the default) picks the faster of
+the two for the device (incremental on CPU); ``"approximate"`` caps that band's growth
+and spends the fine stride only on the most sensitive windows.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def occlusion(
             baseline=baseline,
             score=score,
             batch_size=batch_size,
-            mode="incremental",
+            mode="auto",
         ).maps
         extras["quality"] = approximate.quality(maps, exact)
     return MethodOutput(maps, targets, extras)
@@ -230,7 +231,7 @@ class _Runner:
         self.net, self.win, self.score = net, win, score
         self.engine = self.fast = None
         self.mode_used = "exact"
-        self.naive_macs = 0
+        self.naive_windows = 0
         if mode != "exact":
             cap = field_cap if mode == "approximate" and field_cap and field_cap < 1 else None
             try:
@@ -290,7 +291,7 @@ class _Runner:
                     sl = (slice(y, y + wh), slice(xx, xx + ww))
                     batch[j, :, sl[0], sl[1]] = base_img[i, :, sl[0], sl[1]]
                 logits = self.fast(batch)
-                self.naive_macs += len(chunk)
+                self.naive_windows += len(chunk)
             scores = to_scores(logits.float(), self.score)
             out.append(base_scores.unsqueeze(0) - scores[:, targets])
         return torch.cat(out)
@@ -299,5 +300,5 @@ class _Runner:
         e = self.engine
         if e is None or e.macs_naive == 0:
             return 0.0
-        done = e.macs_done + self.naive_macs * e.macs_per_image
-        return 1.0 - done / (e.macs_naive + self.naive_macs * e.macs_per_image)
+        done = e.macs_done + self.naive_windows * e.macs_per_image
+        return 1.0 - done / (e.macs_naive + self.naive_windows * e.macs_per_image)
