@@ -203,6 +203,31 @@ def test_circle_initialisation_is_the_smallest_suppressing_disc():
     assert float(e0.maps.abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("game", ["delete", "preserve"])
+def test_circle_bisection_finds_the_radius_a_scan_from_the_centre_finds(game):
+    net, x = SquareTexture(), _x(3, 64, seed=5)
+    e = cl.attribute(net, x, "perturbation", target=0, iterations=0, game=game,
+                     mask_scale=4, mask_sigma=1.5)  # fmt: skip
+    phi = ops.Perturbation(x, "blur", sigma=10.0, levels=2, seed=0)
+    radii = torch.arange(13)  # 16 x 16 mask cells: radius 12 covers the image
+    discs = ops.circle_masks(radii, (16, 16), 0.0 if game == "delete" else 1.0)
+    discs = ops.upsample_mask(discs, (64, 64), 1.5).clamp(0, 1)
+    want = []
+    with torch.no_grad():
+        p0 = net(x).softmax(1)[:, 0]
+        pb = net(phi.fully_perturbed()).softmax(1)[:, 0]
+        for i in range(3):
+            for k in radii.tolist():
+                p = net(phi.rows(torch.tensor([i]))(discs[k : k + 1])).softmax(1)[0, 0]
+                norm = float((p - pb[i]) / (p0[i] - pb[i]))
+                if (norm <= 0.01) if game == "delete" else (norm >= 0.99):
+                    break
+            want.append(4.0 * k)  # pixels: 4 per mask cell
+    # measured: delete 28, 28, 32 px; preserve 32 px for all three
+    assert e.extras["initial_radius"][:, 0].tolist() == want
+    assert 0 < min(want) and max(want) < 48  # neither the empty disc nor the whole image
+
+
 def test_a_mask_tensor_warm_starts_the_game():
     x = _x(1, 64, seed=5)
     start = torch.ones(1, 1, 64, 64)
@@ -234,9 +259,9 @@ def test_several_targets_batch_and_joint_masks():
 def test_ramp_schedule_scales_the_step():
     from cnnlens.perturbation.game import step_scale
 
-    # 90 iterations: 10 at 1x, 10 at 2x, 10 at 3x, 40 at 5x, 10 at 2x, 10 at 1x
+    # 90 iterations: 10 at 1x, 10 at 2x, 10 at 4x, 40 at 8x, 10 at 3x, 10 at 1x
     scales = [step_scale("ramp", it, 90) for it in range(90)]
-    assert scales == [1.0] * 10 + [2.0] * 10 + [3.0] * 10 + [5.0] * 40 + [2.0] * 10 + [1.0] * 10
+    assert scales == [1.0] * 10 + [2.0] * 10 + [4.0] * 10 + [8.0] * 40 + [3.0] * 10 + [1.0] * 10
     assert {step_scale("constant", it, 90) for it in range(90)} == {1.0}
     # the first ninth runs at the base step, so both schedules agree there exactly
     x = _x(1, 64, seed=5)

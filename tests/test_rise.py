@@ -146,6 +146,27 @@ def test_pixel_normalisation_is_paper_form_divided_by_the_mean_mask():
     torch.testing.assert_close(pixel, paper * 0.4 / mean_mask, rtol=1e-5, atol=1e-6)
 
 
+def test_centred_map_subtracts_the_mean_score_over_the_masks():
+    # S_centred(u) = S(u) - (1/N) sum_i f(x ⊙ M_i). On the left-half model the scores
+    # of the masked images are known from the masks: f_i = softmax(gain * (mean of
+    # M_i over the left half - 0.5)) for an all-ones image and the zero baseline.
+    net, x = LeftHalfModel(), torch.ones(1, 3, 24, 24)
+    common = {"masks": 300, "cells": 4, "keep": 0.5, "seed": 2, "target": 0}
+    plain = cl.attribute(net, x, "rise", **common)
+    centred = cl.attribute(net, x, "rise", centre=True, **common)
+    m = _masks_of(2, 300, (24, 24), 4, 0.5)
+    f = torch.sigmoid(net.gain * (m[:, :, :12].mean((1, 2)) - 0.5))  # P(class 0) per mask
+    torch.testing.assert_close(centred.maps, plain.maps - f.mean(), rtol=1e-5, atol=1e-6)
+    assert not plain.signed and centred.signed
+    # the left half raises the score; columns more than a cell (6 px) right of the
+    # border share no mask cell with it and sit at the mean (measured 0.11 and 0.004)
+    assert float(centred.maps[..., :12].mean()) > 0.08
+    assert float(centred.maps[..., 18:].abs().mean()) < 0.01
+    # a model that ignores its input has no evidence anywhere: exactly zero
+    e = cl.attribute(ConstantModel(), _x(n=1, size=36), "rise", masks=50, centre=True)
+    assert float(e.maps.abs().max()) < 1e-6
+
+
 # ----------------------------------------------------------------------------- determinism
 
 
@@ -217,6 +238,7 @@ def test_registration_parameters_and_progress():
         "seed": 0,
         "baseline": "zero",
         "normalize": "pixel",
+        "centre": False,
     }
     steps = []
 

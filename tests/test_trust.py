@@ -40,15 +40,32 @@ def test_gradcam_points_at_the_planted_objects(bench):
     assert bench.row("random")["pointing"] < 0.3
 
 
-def test_confounded_model_puts_more_saliency_on_the_cue(bench):
-    # Share of the evidence for the cue's class found on the cue (a 0.7% corner
-    # square). Measured confounded / clean: Grad-CAM 0.126 / 0.089, occlusion
-    # 0.186 / 0.109, RISE 0.010 / 0.008. The direction holds for all three; the
-    # issue's "several times" does not at this model size (see docs/evaluation.md).
+def test_confounded_model_puts_several_times_more_saliency_on_the_cue(bench):
+    # Each model explains its own top-1 class on the 49 test images whose corner mark
+    # (0.7% of the image) stands for another class than the object. Measured
+    # confounded / clean share: Grad-CAM 0.056 / 0.004 (16x), occlusion 0.098 / 0.004
+    # (23x), RISE (centred) 0.070 / 0.002 (35x); the confounded model says the mark's
+    # class on 45% of these images, the clean model never.
     for method in ("gradcam", "occlusion", "rise"):
         row = bench.row(method)
-        assert row["cue_confounded"] >= 1.1 * row["cue_clean"], (method, row)
+        assert row["cue_images"] == 49
+        assert row["cue_confounded"] >= 5 * row["cue_clean"], (method, row)
+    row = bench.row("gradcam")
+    assert row["cue_followed_confounded"] > 0.3 and row["cue_followed_clean"] < 0.05, row
     assert bench.row("random")["cue_confounded"] < 0.02  # chance level: the cue's area
+
+
+def test_asked_about_the_cue_class_the_confounded_model_still_points_at_the_cue(suite, tmp_path):
+    # Both models explain the class the mark stands for. The clean model has no
+    # evidence for it and its Grad-CAM spreads over object-like things, the mark
+    # among them, so the ratio is smaller: measured 0.126 / 0.089 (1.4x).
+    res = run_benchmark(
+        suite, ["gradcam"], tmp_path, sanity_images=0, baselines=False, cue_target="cue"
+    )
+    row = res.row("gradcam")
+    assert row["cue_confounded"] >= 1.1 * row["cue_clean"], row
+    with pytest.raises(ValueError, match="cue_target"):
+        run_benchmark(suite, ["gradcam"], tmp_path, cue_target="tank")
 
 
 def _cascade(suite, method):

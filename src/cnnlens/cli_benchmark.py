@@ -69,6 +69,11 @@ def benchmark(
     device: str = DEVICE_OPTION,
     out_dir: Path = typer.Option(Path("cnnlens-benchmark"), "--out", "-o", help="Output folder."),
     seed: int = typer.Option(0, help="Seed of the data and of stochastic methods."),
+    cue_target: str = typer.Option(
+        "prediction",
+        "--cue-target",
+        help="Spurious-cue maps explain each model's 'prediction' or the 'cue' class.",
+    ),
 ) -> None:
     """Score every method's maps: pointing game, localisation, relevance mass, deletion and
     insertion, smallest deleting box, sanity check and spurious cue. Writes benchmark.md,
@@ -82,6 +87,8 @@ def benchmark(
 
     if suite not in SUITES:
         _fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    if cue_target not in ("prediction", "cue"):
+        _fail(f"--cue-target must be 'prediction' or 'cue', got {cue_target!r}")
     try:
         chosen = resolve_methods(methods)
         params = parse_params(param)
@@ -107,7 +114,13 @@ def benchmark(
                         _fail("--suite coco needs --annotations FILE and --image-dir DIR")
                     data = coco_suite(annotations, image_dir, loaded, n_images=images)
             result = run_benchmark(
-                data, chosen, out_dir, params=params, sanity_images=sanity_images, seed=seed
+                data,
+                chosen,
+                out_dir,
+                params=params,
+                sanity_images=sanity_images,
+                seed=seed,
+                cue_target=cue_target,
             )
     except CnnlensError as e:
         _fail(str(e))

@@ -31,7 +31,16 @@ form (``benchmarks/bench_rise.py``). ``normalize="paper"`` gives the paper's
 numbers. Either way a model that ignores its input (``f_c ≡ a``) gives
 ``S_c ≈ a`` (exactly ``a`` with ``"pixel"``), and ``keep=1`` gives exactly
 ``S_c = f_c(x)`` everywhere. Values are never negative for probabilities, so
-the maps are unsigned.
+the maps are unsigned (unless centred).
+
+Centring (``centre=True``). The map sits on a floor: a pixel with no influence
+gets ``E[f_c]``, the mean score over all masks, not 0. Subtracting the Monte
+Carlo mean ``(1/N) Σ_i f_c(x ⊙ M_i)`` gives a signed map, positive where seeing
+``u`` raises the score above its average and exactly 0 for a model that ignores
+its input. The ranking of pixels, and so the pointing game, deletion and
+insertion, do not change; metrics that read map values as amounts of evidence
+(relevance mass, the spurious-cue share, energy thresholds) do, which is why
+the trust benchmark (:mod:`cnnlens.evaluation`) runs RISE centred.
 
 Masks (as in the paper): draw an ``s × s`` binary grid (``s = cells``) whose
 cells are 1 with probability ``p``; with cell size ``C = ceil(H / s)`` (and
@@ -163,6 +172,7 @@ def rise(
     seed: int = 0,
     baseline: str | float = "zero",
     normalize: str = "pixel",
+    centre: bool = False,
 ) -> MethodOutput:
     """RISE saliency maps.
 
@@ -180,6 +190,8 @@ def rise(
             ``"blur"`` or a constant (in the model's input space).
         normalize: ``"pixel"`` (divide by ``Σ_i M_i(u)``, the default) or
             ``"paper"`` (divide by ``masks · keep``); see the module docstring.
+        centre: subtract the mean score over the masks, so that the map is signed:
+            positive where seeing the pixel raises the score above its average.
 
     Returns:
         ``maps (N, T, H, W)``: ``Σ_i score_i · M_i`` divided as ``normalize`` says.
@@ -214,6 +226,7 @@ def rise(
         targets = resolve_targets(target, n, logits)
         t_count = targets.shape[1]
         total = torch.zeros(n, t_count, h * w, device=x.device)
+        score_sum = torch.zeros(n, t_count, device=x.device)
         coverage = torch.zeros(h * w, device=x.device)
         diff = x - base
         blocks = range(0, masks, block)
@@ -238,6 +251,7 @@ def rise(
                         out = to_scores(fast(batch).float(), score)
                         scores[j : j + k] = gather_scores(out, targets[i].expand(k, -1))
                         advance(1)
+                    score_sum[i] += scores.sum(0)
                     for t in range(t_count):  # one product per target: same sums for any T
                         total[i, t] += scores[:, t] @ flat
     if normalize == "paper":
@@ -245,4 +259,8 @@ def rise(
     else:  # a pixel that no mask kept has no evidence: 0, not 0/0
         maps = total / coverage.clamp_min(torch.finfo(coverage.dtype).tiny)
     maps = maps.view(n, t_count, h, w)
-    return MethodOutput(maps, targets, {"masks": masks, "cell_size": list(cell)})
+    extras = {"masks": masks, "cell_size": list(cell)}
+    if centre:
+        maps = maps - (score_sum / masks)[..., None, None]
+        extras["signed"] = True
+    return MethodOutput(maps, targets, extras)

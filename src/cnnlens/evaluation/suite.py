@@ -18,8 +18,14 @@ suite's data supports:
   and of the model with its top k layers randomised, averaged over the
   cascade k = 1 .. L (low: the map depends on what the model learned);
 * spurious cue: share of positive saliency on the cue, confounded model vs
-  clean model, both explaining the class the cue stands for on images whose
-  object is of another class.
+  clean model, on images whose cue stands for another class than their object.
+  By default (``cue_target="prediction"``) each model explains its own top-1
+  class, as a user explains a deployed model's decisions: a model that took the
+  shortcut says the cue's class and its map shows the cue, the clean model says
+  the object's class and its map shows the object. ``cue_target="cue"`` asks
+  both models about the cue's class instead ("what would make you say tank?");
+  the clean model has no evidence for that class, and its map then spreads over
+  whatever looks most like an object, the mark included, so the ratio is smaller.
 
 Two baselines, ``centre`` and ``random``, get the same rows. Seconds per image
 count the map computation only.
@@ -45,6 +51,7 @@ from .relevance import relevance_mass, relevance_rank_accuracy
 from .spurious import spurious_cue_score
 
 Box = tuple[int, int, int, int]
+CUE_TARGETS = ("prediction", "cue")
 EXAMPLES = 6  # test images shown in the HTML page
 
 
@@ -196,6 +203,7 @@ def run_benchmark(
     deletion_step: int | None = None,
     seed: int = 0,
     baselines: bool = True,
+    cue_target: str = "prediction",
 ) -> BenchmarkResult:
     """Explain ``suite.test`` with every method and score the maps; see the module docstring.
 
@@ -210,9 +218,13 @@ def run_benchmark(
         deletion_step: pixels per deletion/insertion step (default ``H W / 56``).
         seed: seed of stochastic methods and the random baseline.
         baselines: add the ``centre`` and ``random`` rows.
+        cue_target: what the spurious-cue maps explain: ``"prediction"`` (each model's
+            top-1 class) or ``"cue"`` (the class the cue stands for).
 
     A method that fails is recorded in ``failures`` and the others still run.
     """
+    if cue_target not in CUE_TARGETS:
+        raise ValueError(f"cue_target must be one of {', '.join(CUE_TARGETS)}, got {cue_target!r}")
     began = time.perf_counter()
     merged = {k: dict(v) for k, v in suite.params.items()}
     for k, v in (params or {}).items():
@@ -229,22 +241,10 @@ def run_benchmark(
         "masks": suite.test.masks[:k].cpu(),
         "maps": {},
     }
+    run = _Run(store, params, sanity_images, deletion_step, seed, tag, root, cue_target)
     for method in names:
         try:
-            rows.append(
-                _method_row(
-                    suite,
-                    store,
-                    method,
-                    params,
-                    sanity_images,
-                    deletion_step,
-                    seed,
-                    tag,
-                    root,
-                    examples,
-                )
-            )
+            rows.append(_method_row(suite, method, run, examples))
         except Exception as e:  # one failing method must not lose the others
             failures.append({"method": method, "error": f"{type(e).__name__}: {e}"})
     settings = dict(
@@ -255,49 +255,67 @@ def run_benchmark(
         sanity_images=sanity_images,
         deletion_step=deletion_step,
         seed=seed,
+        cue_target=cue_target,
     )
     return BenchmarkResult(
         suite.name, rows, settings, time.perf_counter() - began, failures, examples
     )
 
 
-def _method_row(
-    suite, store, method, params, sanity_images, deletion_step, seed, tag, root, examples
-) -> dict:
+@dataclass
+class _Run:
+    """What every method's row of one benchmark run shares."""
+
+    store: MapStore
+    params: dict
+    sanity_images: int
+    deletion_step: int | None
+    seed: int
+    tag: str
+    root: Path
+    cue_target: str
+
+
+def _method_row(suite, method, run: _Run, examples) -> dict:
+    store, params = run.store, run.params
     test = suite.test
     maps, secs = store.maps("test", method, test.x, test.targets)
     examples["maps"][method] = maps[:EXAMPLES].cpu().clone()
     row = {"method": method, "seconds_per_image": secs, "n": len(test)}
-    row.update(score_maps(suite.model, test, maps, deletion_step=deletion_step))
+    row.update(score_maps(suite.model, test, maps, deletion_step=run.deletion_step))
     if suite.val is not None:
         maps_val, _ = store.maps("val", method, suite.val.x, suite.val.targets)
         loc = localisation_errors(maps_val, suite.val, maps, test)
         row["localisation"] = loc
         for kind in KINDS:
             row[f"loc_{kind}"] = loc[kind]["error"]
-    if method not in BASELINES and sanity_images > 0:
+    if method not in BASELINES and run.sanity_images > 0:
         own = dict(params.get(method, {}))
-        row["sanity_rho"] = _sanity(suite.model, test.head(sanity_images), method, own)
+        row["sanity_rho"] = _sanity(suite.model, test.head(run.sanity_images), method, own)
     if suite.spurious is not None:
-        row.update(_spurious(suite, method, params, seed, tag, root))
+        row.update(_spurious(suite, method, run))
     return row
 
 
-def _spurious(suite, method, params, seed, tag, root) -> dict:
-    """Share of the evidence for the cue's class that lies on the cue, both models.
+def _spurious(suite, method, run: _Run) -> dict:
+    """Share of each model's evidence that lies on the cue (see the module docstring).
 
-    Only images whose cue stands for another class than their object are used,
-    and both models are asked about the cue's class: "what made you say tank?".
-    The clean model finds that class's evidence, if anywhere, in objects; a model
-    that learned the shortcut finds it on the cue.
+    Only images whose cue stands for another class than their object are used.
     """
     confounded, split = suite.spurious
     keep = (split.cue_class >= 0) & (split.cue_class != split.targets)
-    x, cue, target = split.x[keep], split.cue[keep], split.cue_class[keep]
-    shares = {}
+    x, cue = split.x[keep], split.cue[keep]
+    shares, follows = {}, {}
     for key, model in (("clean", suite.model), ("confounded", confounded)):
-        store = MapStore(root, model, params=params, seed=seed, tag=f"{tag}:{key}")
-        maps, _ = store.maps(f"cue-{key}", method, x, target)
+        with torch.no_grad():
+            predicted = model.net(x).argmax(1)
+        follows[key] = float((predicted == split.cue_class[keep]).float().mean())
+        if run.cue_target == "cue":
+            target, name = split.cue_class[keep], f"cue-{key}"
+        else:
+            target, name = predicted, f"cue-pred-{key}"
+        store = MapStore(run.root, model, params=run.params, seed=run.seed, tag=f"{run.tag}:{key}")
+        maps, _ = store.maps(name, method, x, target)
         shares[key] = spurious_cue_score(maps, cue).mean
     ratio = shares["confounded"] / shares["clean"] if shares["clean"] > 0 else math.nan
     return {
@@ -305,10 +323,13 @@ def _spurious(suite, method, params, seed, tag, root) -> dict:
         "cue_confounded": shares["confounded"],
         "cue_ratio": ratio,
         "cue_images": int(keep.sum()),
+        "cue_followed_clean": follows["clean"],
+        "cue_followed_confounded": follows["confounded"],
     }
 
 
 __all__ = [
+    "CUE_TARGETS",
     "BenchmarkResult",
     "Split",
     "Suite",
