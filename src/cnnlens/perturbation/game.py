@@ -30,9 +30,10 @@ relative to the fully perturbed image, ``(p_r - p_b) / (p_0 - p_b) <= 0.01``;
 if no disc does, the whole image is deleted. The radius is found by bisection
 (5 forward passes at 224 px instead of up to 21), which assumes the score falls
 as the disc grows. On photos it need not (a growing disc can first raise the
-score), but near the answer it does: on the five sample photos of
-``benchmarks/bench_perturbation.py`` bisection and a scan from radius 0 find the
-same disc. The preservation game starts from
+score), and bisection then finds a radius where the rule starts to hold, not
+necessarily the smallest; on the five sample photos of
+``benchmarks/bench_perturbation.py`` it finds the same disc as a scan from
+radius 0. The preservation game starts from
 the smallest centred disc whose preservation keeps 99% of the score, or the
 whole image. ``init`` may also be a number (a constant mask) or a tensor of
 masks ``(N, T or 1, H, W)`` at any resolution, averaged down to the mask grid:
