@@ -104,6 +104,16 @@ def test_other_parameters_do_not_reuse_cached_maps(suite, tmp_path):
     assert len(list((tmp_path / "maps" / "test").glob("smoothgrad-*"))) == 2
 
 
+def test_other_targets_do_not_reuse_cached_maps(suite, tmp_path):
+    store = maps_module.MapStore(tmp_path, suite.model, chunk=4)
+    x, t = suite.test.x[:4], suite.test.targets[:4]
+    first, _ = store.maps("test", "gradient", x, t)
+    other, _ = store.maps("test", "gradient", x, (t + 1) % 3)
+    again, _ = store.maps("test", "gradient", x, t)
+    assert len(list((tmp_path / "test").glob("gradient-*"))) == 2
+    assert not torch.equal(first, other) and torch.equal(first, again)
+
+
 def test_outputs_table_json_and_escaped_html(suite, tmp_path):
     res = run_benchmark(suite, ["gradient"], tmp_path, sanity_images=0)
     res.rows[0]["method"] = "<script>x</script>"

@@ -73,17 +73,23 @@ class MapStore:
             params.setdefault("seed", self.seed)
         return params
 
-    def folder(self, split: str, method: str, n: int) -> Path:
-        key = fingerprint(
-            {
-                "params": self._method_params(method),
-                "n": n,
-                "tag": self.tag,
-                "chunk": self.chunk,
-                "seed": self.seed,
-            }
-        )
-        return self.root / split / f"{method}-{key}"
+    def folder(self, split: str, method: str, n: int, targets: torch.Tensor | None = None) -> Path:
+        """Where the chunks of ``method`` on ``split`` live; other settings, other folder.
+
+        The key covers the method's parameters, the run's tag, chunk size and seed, and
+        the targets when given, so maps of another class are never read back.
+        """
+        settings = {
+            "params": self._method_params(method),
+            "n": n,
+            "tag": self.tag,
+            "chunk": self.chunk,
+            "seed": self.seed,
+        }
+        if targets is not None:
+            digest = hashlib.sha256(targets.detach().cpu().to(torch.int64).numpy().tobytes())
+            settings["targets"] = digest.hexdigest()[:12]
+        return self.root / split / f"{method}-{fingerprint(settings)}"
 
     def maps(
         self,
@@ -99,7 +105,7 @@ class MapStore:
         loaded from disk; if all were loaded, the seconds recorded with them.
         """
         n = x.shape[0]
-        folder = self.folder(split, method, n)
+        folder = self.folder(split, method, n, targets)
         folder.mkdir(parents=True, exist_ok=True)
         parts, seconds = [], 0.0
         params = self._method_params(method)

@@ -310,12 +310,9 @@ def _spurious(suite, method, run: _Run) -> dict:
         with torch.no_grad():
             predicted = model.net(x).argmax(1)
         follows[key] = float((predicted == split.cue_class[keep]).float().mean())
-        if run.cue_target == "cue":
-            target, name = split.cue_class[keep], f"cue-{key}"
-        else:
-            target, name = predicted, f"cue-pred-{key}"
+        target = split.cue_class[keep] if run.cue_target == "cue" else predicted
         store = MapStore(run.root, model, params=run.params, seed=run.seed, tag=f"{run.tag}:{key}")
-        maps, _ = store.maps(name, method, x, target)
+        maps, _ = store.maps(f"cue-{key}", method, x, target)  # the targets key the cache
         shares[key] = spurious_cue_score(maps, cue).mean
     ratio = shares["confounded"] / shares["clean"] if shares["clean"] > 0 else math.nan
     return {
