@@ -80,15 +80,15 @@ def benchmark(
     benchmark.json and benchmark.html; rerun the same command to resume an interrupted run."""
     from .errors import CnnlensError
     from .evaluation.sources import coco_suite, planted_suite, voc_suite
-    from .evaluation.suite import run_benchmark
+    from .evaluation.suite import CUE_TARGETS, run_benchmark
     from .evaluation.tables import markdown, write_outputs
     from .pipeline import resolve_methods
     from .progress import reporting
 
     if suite not in SUITES:
         _fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
-    if cue_target not in ("prediction", "cue"):
-        _fail(f"--cue-target must be 'prediction' or 'cue', got {cue_target!r}")
+    if cue_target not in CUE_TARGETS:
+        _fail(f"--cue-target must be one of {', '.join(CUE_TARGETS)}, got {cue_target!r}")
     try:
         chosen = resolve_methods(methods)
         params = parse_params(param)

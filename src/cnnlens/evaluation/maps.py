@@ -87,8 +87,7 @@ class MapStore:
             "seed": self.seed,
         }
         if targets is not None:
-            digest = hashlib.sha256(targets.detach().cpu().to(torch.int64).numpy().tobytes())
-            settings["targets"] = digest.hexdigest()[:12]
+            settings["targets"] = targets.detach().cpu().tolist()
         return self.root / split / f"{method}-{fingerprint(settings)}"
 
     def maps(

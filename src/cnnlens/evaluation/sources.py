@@ -12,15 +12,17 @@ from ..errors import CnnlensError
 from ..models.base import LoadedModel
 from .suite import Split, Suite
 
-# Mass-based metrics (relevance mass, energy localisation, the cue share) read zero as
-# "no evidence". RISE's map E[f | pixel visible] carries the mean score E[f] on every
-# pixel, which would count as evidence spread evenly over the image; centred, the map
-# keeps its ranking (pointing, deletion and insertion are unchanged) and loses that floor.
-BENCHMARK_PARAMS = {"rise": {"centre": True}}
 
+def benchmark_params() -> dict:
+    """Method settings every benchmark suite uses: RISE centred.
 
-def _copy(params: dict) -> dict:
-    return {k: dict(v) for k, v in params.items()}
+    Mass-based metrics (relevance mass, energy localisation, the cue share) read zero
+    as "no evidence". RISE's map E[f | pixel visible] carries the mean score E[f] on
+    every pixel, which would count as evidence spread evenly over the image; centred,
+    the map keeps its ranking (pointing, deletion and insertion are unchanged) and
+    loses that floor.
+    """
+    return {"rise": {"centre": True}}
 
 
 def planted_params(size: int) -> dict:
@@ -29,15 +31,15 @@ def planted_params(size: int) -> dict:
     An occlusion window about the size of an object (``size / 8``: 16 px at
     128, as 32 px is at 224), and fewer RISE masks and extremal steps than the
     defaults so that ``--methods all`` stays within minutes on a CPU; RISE
-    centred as in every suite (:data:`BENCHMARK_PARAMS`). They are recorded in
+    centred as in every suite (:func:`benchmark_params`). They are recorded in
     every table.
     """
     window = max(4, size // 8)
-    return {
-        "occlusion": {"window": window, "stride": window // 2},
-        "rise": {**BENCHMARK_PARAMS["rise"], "masks": 1000},
-        "extremal": {"iterations": 300},
-    }
+    params = benchmark_params()
+    params["occlusion"] = {"window": window, "stride": window // 2}
+    params["rise"]["masks"] = 1000
+    params["extremal"] = {"iterations": 300}
+    return params
 
 
 def planted_split(model: LoadedModel, data, name: str) -> Split:
@@ -204,7 +206,7 @@ def voc_suite(
         "n_test": len(split),
         "model": model.name,
     }
-    return Suite("voc", model, split, None, None, settings, _copy(BENCHMARK_PARAMS))
+    return Suite("voc", model, split, None, None, settings, benchmark_params())
 
 
 def coco_suite(
@@ -223,7 +225,7 @@ def coco_suite(
         "n_test": len(split),
         "model": model.name,
     }
-    return Suite("coco", model, split, None, None, settings, _copy(BENCHMARK_PARAMS))
+    return Suite("coco", model, split, None, None, settings, benchmark_params())
 
 
 __all__ = ["annotation_split", "coco_suite", "planted_split", "planted_suite", "voc_suite"]
