@@ -1,11 +1,14 @@
 """Occlusion modes side by side: Captum, naive, incremental and approximate occlusion.
 
-    python benchmarks/bench_occlusion_modes.py [--models effnet,resnet50] [--grids 16/8,32/16]
-        [--ppe 1,4,16] [--approx none:0.25,0.6:0.25] [--warmup 0] [--repeats 1] [--json out.json]
+    python benchmarks/bench_occlusion_modes.py [--models effnet,resnet50,vgg16] [--grids 16/8,32/16]
+        [--ppe 1,4,16] [--approx none:0.25,0.6:0.25] [--score prob] [--warmup 0] [--repeats 1]
+        [--json out.json]
 
-Models: the bundled EfficientNet-Lite0 (scikit-image ``chelsea``) and torchvision ResNet-50
-with random weights (seed 0, same input). One 224 x 224 image, class 285, softmax
-probability, zero baseline; grids window/stride 16/8 (729 windows) and 32/16 (169).
+Models: the bundled EfficientNet-Lite0 (scikit-image ``chelsea``) and any torchvision
+architecture by name (``resnet50``, ``vgg16``, ...) with random weights (seed 0, same input).
+One 224 x 224 image, class 285, zero baseline; score ``prob`` (softmax probability, default)
+or ``logit`` (better scaled for random-weight models, whose probabilities are all about
+1/1000); grids window/stride 16/8 (729 windows) and 32/16 (169).
 
 Contenders (interleaved A B C ... per round, see ``common.py``):
 
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--approx", default="none:0.25,0.6:0.25", help="approximate settings cap:drill_fraction"
     )
+    parser.add_argument("--score", default="prob", choices=("prob", "logit"))
     args = parser.parse_args(argv)
 
     import torch
@@ -78,14 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     grids = [tuple(int(v) for v in g.split("/")) for g in args.grids.split(",")]
     ppes = [int(p) for p in args.ppe.split(",")]
     approx = _approx_specs(args.approx)
-    result: dict = {"benchmark": "occlusion_modes", "machine": info, "runs": []}
+    result: dict = {
+        "benchmark": "occlusion_modes",
+        "machine": info,
+        "score": args.score,
+        "runs": [],
+    }
     summary = []
 
     for model_name in args.models.split(","):
         model, xin = _load(model_name, cl, x)
         net = model.net if hasattr(model, "net") else model
         net.eval()
-        occ = Occlusion(lambda t, net=net: torch.softmax(net(t), dim=1))
+        if args.score == "prob":
+            occ = Occlusion(lambda t, net=net: torch.softmax(net(t), dim=1))
+        else:
+            occ = Occlusion(net)
         outputs: dict[str, torch.Tensor] = {}
         extras: dict[str, dict] = {}
 
@@ -106,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         def ours(name, win, st, model=model, xin=xin, outputs=outputs, extras=extras, **kw):
             def fn():
                 e = cl.attribute(
-                    model, xin, "occlusion", target=TARGET, window=win, stride=st, **kw
+                    model,
+                    xin,
+                    "occlusion",
+                    target=TARGET,
+                    window=win,
+                    stride=st,
+                    score=args.score,
+                    **kw,
                 )
                 outputs[name] = e.maps[0, 0]
                 extras[name] = e.extras
