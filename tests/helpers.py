@@ -79,3 +79,20 @@ def assert_unchanged(before: dict, net: nn.Module) -> None:
         assert torch.equal(a, b), "parameters changed"
     for a, b in zip(after["buffers"], before["buffers"]):
         assert torch.equal(a, b), "buffers (e.g. BN running stats) changed"
+
+
+class ProgressLog:
+    """A progress reporter that records what it is told: ``starts`` as (description,
+    total), every ``advance`` in ``steps``, and the ``finished`` descriptions."""
+
+    def __init__(self):
+        self.starts: list[tuple[str, int]] = []
+        self.steps: list[int] = []
+        self.finished: list[str] = []
+
+    def start(self, description: str, total: int):
+        self.starts.append((description, total))
+        return lambda k=1: self.steps.append(k)
+
+    def finish(self, description: str) -> None:
+        self.finished.append(description)

@@ -13,7 +13,7 @@ from torch import nn
 import cnnlens as cl
 from cnnlens import progress
 from cnnlens.perturbation import extremal as ex
-from helpers import tiny_cnn
+from helpers import ProgressLog, tiny_cnn
 
 SIZE = 64
 SQUARES = ((10, 8, 34, 32), (32, 34, 56, 58))  # (x0, y0, x1, y1), end exclusive
@@ -205,27 +205,18 @@ def test_deterministic_and_seeded():
 
 
 def test_progress_is_reported_per_iteration():
-    events = []
-
-    class Recorder:
-        def start(self, description, total):
-            events.append(("start", description, total))
-            return lambda k=1: events.append(("advance", k))
-
-        def finish(self, description):
-            events.append(("finish", description))
-
     net, x = tiny_cnn(), torch.randn(1, 3, 24, 24)
-    with progress.reporting(Recorder()):
+    log = ProgressLog()
+    with progress.reporting(log):
         e = cl.attribute(net, x, "extremal", target=1, iterations=7)
-    assert events[0] == ("start", "extremal", 7) and events[-1] == ("finish", "extremal")
-    assert sum(ev[1] for ev in events if ev[0] == "advance") == 7 == int(e.extras["iterations"])
+    assert log.starts == [("extremal", 7)] and log.finished == ["extremal"]
+    assert sum(log.steps) == 7 == int(e.extras["iterations"])
     # a run that converges early still completes its bar
-    events.clear()
-    with progress.reporting(Recorder()):
+    log = ProgressLog()
+    with progress.reporting(log):
         e = cl.attribute(net, x, "extremal", target=1, iterations=2000)
     assert int(e.extras["iterations"]) < 2000
-    assert sum(ev[1] for ev in events if ev[0] == "advance") == 2000
+    assert sum(log.steps) == 2000
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from cnnlens.featurevis.engine import forward_fn
 from cnnlens.featurevis.objectives import Activations
 from cnnlens.featurevis.params import COLOR_MATRIX
 from cnnlens.hooks import hook_count
-from helpers import assert_unchanged, snapshot, tiny_cnn
+from helpers import ProgressLog, assert_unchanged, snapshot, tiny_cnn
 
 
 def _acts(**tensors) -> Activations:
@@ -406,19 +406,10 @@ def test_objective_that_raises_mid_run_leaves_the_model_unchanged():
 def test_progress_is_reported(monkeypatch):
     from cnnlens import progress
 
-    seen = []
-
-    class Reporter:
-        def start(self, description, total):
-            seen.append((description, total))
-            return lambda n=1: seen.append(n)
-
-        def finish(self, description):
-            seen.append("done")
-
-    with progress.reporting(Reporter()):
+    log = ProgressLog()
+    with progress.reporting(log):
         fv.render(tiny_cnn(), ["4:0", "4:1", "4:2"], steps=3, size=16, batch_size=2)
-    assert seen[0] == ("dream", 6) and seen.count(1) == 6 and seen[-1] == "done"
+    assert log.starts == [("dream", 6)] and log.steps == [1] * 6 and log.finished == ["dream"]
 
 
 # --------------------------------------------------------------------------- filters

@@ -13,7 +13,7 @@ from torch import nn
 import cnnlens as cl
 from cnnlens.attribution.incremental import IncrementalEngine, UnsupportedGraph, regions
 from cnnlens.attribution.incremental import approximate as ap
-from helpers import assert_unchanged, snapshot, tiny_cnn
+from helpers import ProgressLog, assert_unchanged, snapshot, tiny_cnn
 
 
 class SameConv(nn.Conv2d):
@@ -204,6 +204,35 @@ def test_method_incremental_equals_exact(baseline):
     scale = float(ref.maps.max() - ref.maps.min())
     assert float((inc.maps - ref.maps).abs().max()) <= 1e-4 * scale
     assert torch.equal(inc.targets, ref.targets)
+
+
+@pytest.mark.parametrize(
+    "mode, extra", [("exact", {}), ("incremental", {}), ("approximate", {"drill_fraction": 0.3})]
+)
+def test_progress_counts_windows(mode, extra):
+    log = ProgressLog()
+    x = torch.randn(2, 3, 32, 32)
+    with cl.progress.reporting(log):
+        e = cl.attribute(
+            Zoo(False),
+            x,
+            "occlusion",
+            target=1,
+            window=6,
+            stride=3,
+            mode=mode,
+            batch_size=7,
+            **extra,
+        )
+    [(description, total)], steps = log.starts, log.steps
+    assert description == "occlusion windows" and log.finished == [description]
+    # one step per batch, never more than the batch size, summing to the windows run
+    assert total == e.extras["windows_run"] == sum(steps)
+    assert max(steps) <= 7 and len(steps) >= total // 7
+    # fine rows/columns 0, 3, ..., 24 and the border window at 26: 10 x 10 windows; the
+    # coarse stride 6 runs 0, 6, ..., 24, 26 (6 x 6), then ceil(0.3 * 100) = 30 are drilled
+    expected = 2 * (36 + 30) if mode == "approximate" else 2 * 100
+    assert total == expected
 
 
 def test_default_mode_is_incremental_on_cpu_and_reports_savings():

@@ -10,7 +10,7 @@ from torch import nn
 
 import cnnlens as cl
 import cnnlens.attribution.rise as rise_mod  # registers "rise"
-from helpers import Trap, assert_unchanged, snapshot, tiny_cnn
+from helpers import ProgressLog, Trap, assert_unchanged, snapshot, tiny_cnn
 
 
 class LeftHalfModel(nn.Module):
@@ -240,19 +240,10 @@ def test_registration_parameters_and_progress():
         "normalize": "pixel",
         "centre": False,
     }
-    steps = []
-
-    class Rec:
-        def start(self, description, total):
-            steps.append((description, total))
-            return lambda k=1: steps.append(k)
-
-        def finish(self, description):
-            steps.append("done")
-
-    with cl.progress.reporting(Rec()):
+    log = ProgressLog()
+    with cl.progress.reporting(log):
         e = cl.attribute(tiny_cnn(), _x(), "rise", target=1, masks=50, batch_size=8)
-    assert steps[0] == ("rise", 2 * 7) and sum(steps[1:-1]) == 14 and steps[-1] == "done"
+    assert log.starts == [("rise", 2 * 7)] and sum(log.steps) == 14 and log.finished == ["rise"]
     assert e.params["masks"] == 50 and e.extras["masks"] == 50
     assert e.extras["cell_size"] == [6, 6]  # ceil(40 / 7)
     for baseline in ("mean", "blur", -0.5):

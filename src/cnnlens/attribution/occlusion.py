@@ -171,26 +171,33 @@ def occlusion(
     positions = [(y, xx) for y in ys for xx in xs]
     base_img = make_baseline(x, baseline, win)
     runner = _Runner(net, x, win, score, mode, field_cap, batch_size)
+    coarse = None
+    if mode == "approximate" and drill_fraction < 1:
+        cst = _pair(coarse_stride) if coarse_stride else _coarse(st, win)
+        coarse = [
+            (y, xx)
+            for y in window_positions(h, win[0], cst[0])
+            for xx in window_positions(w, win[1], cst[1])
+        ]
+    per_image = (
+        len(positions)
+        if coarse is None
+        else approximate.windows_needed(positions, coarse, drill_fraction)
+    )
     with torch.inference_mode():
         logits = runner.logits_all(x)
         targets = resolve_targets(target, n, logits)
         base_scores = gather_scores(to_scores(logits.float(), score), targets)  # (N, T)
         maps = torch.zeros(n, targets.shape[1], h, w, device=x.device)
         windows_run = 0
-        with progress.task("occlusion", n) as advance:
+        with progress.task("occlusion windows", n * per_image) as advance:
             for i in range(n):
                 runner.prepare(x, i)
 
                 def run(pos, i=i):
-                    return runner.drops(x, base_img, i, pos, base_scores[i], targets[i])
+                    return runner.drops(x, base_img, i, pos, base_scores[i], targets[i], advance)
 
-                if mode == "approximate" and drill_fraction < 1:
-                    cst = _pair(coarse_stride) if coarse_stride else _coarse(st, win)
-                    coarse = [
-                        (y, xx)
-                        for y in window_positions(h, win[0], cst[0])
-                        for xx in window_positions(w, win[1], cst[1])
-                    ]
+                if coarse is not None:
                     drops, used = approximate.drilldown(
                         run, positions, coarse, win, (h, w), drill_fraction
                     )
@@ -198,7 +205,6 @@ def occlusion(
                     drops, used = run(positions), len(positions)
                 windows_run += used
                 maps[i] = approximate.accumulate(drops, positions, win, (h, w))
-                advance(1)
     extras = {
         "positions": len(positions),
         "mode": runner.mode_used,
@@ -273,8 +279,9 @@ class _Runner:
             else:
                 e.macs_done = e.macs_naive = 0
 
-    def drops(self, x, base_img, i, positions, base_scores, targets) -> torch.Tensor:
-        """``(len(positions), T)`` score drops of image ``i`` for the given windows."""
+    def drops(self, x, base_img, i, positions, base_scores, targets, advance) -> torch.Tensor:
+        """``(len(positions), T)`` score drops of image ``i`` for the given windows;
+        ``advance(k)`` is called after every batch of ``k`` windows."""
         wh, ww = self.win
         out = []
         for start in range(0, len(positions), self.bs):
@@ -295,6 +302,7 @@ class _Runner:
                 self.naive_windows += len(chunk)
             scores = to_scores(logits.float(), self.score)
             out.append(base_scores.unsqueeze(0) - scores[:, targets])
+            advance(len(chunk))
         return torch.cat(out)
 
     def macs_saved(self) -> float:

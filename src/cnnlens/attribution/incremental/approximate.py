@@ -77,12 +77,22 @@ def drilldown(
         if p in known:
             drops[j] = known[p]
     todo = [j for j, p in enumerate(fine) if p not in known]
-    k = min(len(todo), math.ceil(fraction * len(fine)))
+    k = _drilled(len(fine), len(todo), fraction)
     if k > 0:
         score = estimate[todo].abs().sum(1)
         pick = [todo[i] for i in score.topk(k).indices.tolist()]
         drops[pick] = run([fine[j] for j in pick]).to(drops.dtype)
     return drops, len(coarse) + k
+
+
+def _drilled(n_fine: int, n_todo: int, fraction: float) -> int:
+    return min(n_todo, math.ceil(fraction * n_fine))
+
+
+def windows_needed(fine: list[tuple[int, int]], coarse: list[tuple[int, int]], fraction) -> int:
+    """How many windows :func:`drilldown` runs: the coarse ones plus the drilled fine ones."""
+    known = set(coarse)
+    return len(coarse) + _drilled(len(fine), sum(p not in known for p in fine), fraction)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
