@@ -11,8 +11,9 @@ in one of two states:
 
 A windowed op (conv, pooling) on a patch computes its output band (see
 :mod:`.regions`), gathers the input band it needs from the cached activation, pastes the
-patch over it (one ``index_select`` for each, in channels-last layout so each gathered
-pixel is a contiguous channel vector), and runs the op on that crop only. Pointwise ops
+patch over it (an ``index_select`` of the band, an ``index_copy_`` of the patch's
+pixels, in channels-last layout so each pixel is a contiguous channel vector), and runs
+the op on that crop only. Pointwise ops
 run on the patch; additions and concatenations first bring their inputs to a common
 band. When a band would cover at least ``full_fraction`` of its map, or the op is
 global (pooling to 1x1, linear heads) or unknown, the inputs are *materialised* (the
@@ -65,6 +66,13 @@ class IncrementalEngine:
         for n in self.nodes:
             if n is self.input or any(a in self.dep for a in n.all_input_nodes):
                 self.dep.add(n)
+        # values a batch no longer needs once a node has run: freeing them keeps the
+        # working set small, so the allocator reuses warm memory instead of fresh pages
+        # (1.8x faster on EfficientNet-Lite0, docs/occlusion.md)
+        last_user = {a: n for n in self.nodes for a in n.all_input_nodes}
+        self.free_after: dict[fx.Node, list[fx.Node]] = {}
+        for value, user in last_user.items():
+            self.free_after.setdefault(user, []).append(value)
         self.windows: dict[fx.Node, Window] = {}
         self.margin: dict[fx.Node, int] = {}
         self.cache: dict[fx.Node, object] | None = None
@@ -134,6 +142,8 @@ class IncrementalEngine:
                 env[node] = Patch(q.to(self.cache[node].dtype), y0, x0)
             elif node.op != "output":
                 env[node] = self._step(node, env, p)
+                for value in self.free_after.get(node, ()):
+                    del env[value]
         return self._full(self.output, env[self.output])
 
     def _step(self, node: fx.Node, env: dict, p: int):
@@ -230,18 +240,19 @@ class IncrementalEngine:
         rows = y0[:, None] + torch.arange(h, device=dev)
         cols = x0[:, None] + torch.arange(w, device=dev)
         idx = (rows + m)[:, :, None] * wp + (cols + m)[:, None, :]
-        base = flat.index_select(0, idx.reshape(-1)).view(p, h, w, ch)
+        base = flat.index_select(0, idx.reshape(-1))
         qh, qw = v.q.shape[-2:]
         iy, ix = rows - v.y0[:, None], cols - v.x0[:, None]
         inside = ((iy >= 0) & (iy < qh))[:, :, None] & ((ix >= 0) & (ix < qw))[:, None, :]
+        at = inside.reshape(-1).nonzero().squeeze(1)  # crop pixels the patch covers
         pidx = (
             torch.arange(p, device=dev)[:, None, None] * (qh * qw)
-            + iy.clamp(0, qh - 1)[:, :, None] * qw
-            + ix.clamp(0, qw - 1)[:, None, :]
+            + iy[:, :, None] * qw
+            + ix[:, None, :]
         )
         qflat = v.q.permute(0, 2, 3, 1).reshape(-1, ch)
-        pasted = qflat.index_select(0, pidx.reshape(-1)).view(p, h, w, ch)
-        return torch.where(inside[..., None], pasted, base).permute(0, 3, 1, 2)
+        base.index_copy_(0, at, qflat.index_select(0, pidx.reshape(-1)[at]))
+        return base.view(p, h, w, ch).permute(0, 3, 1, 2)
 
     def _full(self, node: fx.Node, v):
         if not isinstance(v, Patch):

@@ -23,7 +23,9 @@ The graph runs on a private copy of the network with every ``inplace`` flag off 
 in-place tensor methods replaced by their out-of-place twins, so cached activations are
 never overwritten; the caller's model is not touched. In that copy each eval-mode batch
 norm that alone consumes a convolution's output is folded into the convolution's weight
-and bias (exact up to float round-off), which saves one pass over every such map.
+and bias (exact up to float round-off), which saves one pass over every such map, and a
+ReLU / ReLU6 / hardtanh that alone consumes a convolution's output is fused into it
+(:mod:`.fuse`), which saves another.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...pointwise import POINTWISE_MODULES
+from .fuse import ConvAct, fuse_conv_clamps
 
 POINTWISE_FUNCTIONS = {
     operator.add,
@@ -88,6 +91,8 @@ class Window:
 
     def __call__(self, crop: torch.Tensor) -> torch.Tensor:
         m = self.module
+        if isinstance(m, ConvAct):
+            return m.run(crop, self.s, (0, 0), self.d)
         if self.op == "conv":
             return F.conv2d(crop, m.weight, m.bias, self.s, 0, self.d, m.groups)
         if self.op == "max":
@@ -138,6 +143,7 @@ def trace(net: nn.Module) -> tuple[fx.Graph, dict[str, nn.Module], nn.Module]:
                 node.target = node.target[:-1]
     modules = dict(copy_net.named_modules())
     _fold_batch_norms(graph, modules, copy_net)
+    fuse_conv_clamps(graph, modules, copy_net)
     return graph, modules, copy_net
 
 
