@@ -126,8 +126,8 @@ def occlusion(
         batch_size: occluded images per forward pass (default: memory-aware; 32 windows
             per batch for ``"incremental"`` on CPU).
         mode: ``"auto"`` (default): the faster exact mode for the device, measured:
-            ``"incremental"`` on CPU (1.8-2.7x faster than Captum on 2 cores for
-            EfficientNet-Lite0 and ResNet-50, 5-7x for VGG-16), ``"exact"``
+            ``"incremental"`` on CPU (2.0-3.9x faster than Captum on 2 cores for
+            EfficientNet-Lite0 and ResNet-50, 5.7-7.9x for VGG-16), ``"exact"``
             elsewhere (on an H100 the incremental engine's many small kernels took 4.7x
             as long as naive batches, docs/occlusion.md).
             ``"incremental"``: exact, recomputing only what each window can
