@@ -106,6 +106,16 @@ def test_fused_op_is_conv_then_clamp_to_the_bit():
             assert torch.equal(m(x), ref)
 
 
+def test_with_autograd_on_the_two_ops_run_and_gradients_flow():
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    m = ConvAct.wrap(conv, "hardtanh", (0.0, 6.0))
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    m(x).sum().backward()
+    ref = x.detach().clone().requires_grad_(True)
+    F.hardtanh(conv(ref), 0.0, 6.0).sum().backward()
+    assert torch.allclose(x.grad, ref.grad)
+
+
 def test_fusion_leaves_the_occlusion_map_unchanged(monkeypatch):
     from cnnlens.attribution.incremental import graph  # the module that calls the rewrite
 

@@ -7,8 +7,8 @@ its own compiler emits for CPU code. The engine rewrites its private copy of the
 that a plain ``nn.Conv2d`` whose only consumer is such an activation becomes one
 :class:`ConvAct` node. The clamp is the same arithmetic either way; a one-time check on
 a small convolution guards against a PyTorch build whose op is missing or disagrees, and
-anything but float32 CPU tensors (or a build without it) runs the two ops one after the
-other.
+anything but float32 CPU tensors without autograd (or a build without the op) runs the two
+ops one after the other.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class ConvAct(nn.Conv2d):
         return self.run(x, self.stride, self.padding, self.dilation)
 
     def run(self, x: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == torch.float32 and _fused_ok():
+        fast = x.device.type == "cpu" and x.dtype == torch.float32
+        if fast and not torch.is_grad_enabled() and _fused_ok():  # the op has no gradient
             scalars = [] if self.act == "relu" else list(self.bounds)
             return torch.ops.mkldnn._convolution_pointwise(
                 x, self.weight, self.bias, list(padding), list(stride), list(dilation),
