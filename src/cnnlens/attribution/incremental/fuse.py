@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-_CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 _CLAMP_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardtanh: "hardtanh"}
 
 
