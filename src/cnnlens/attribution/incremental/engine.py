@@ -14,11 +14,12 @@ A windowed op (conv, pooling) on a patch computes its output band (see
 patch over it (an ``index_select`` of the band, an ``index_copy_`` of the patch's
 pixels, in channels-last layout so each pixel is a contiguous channel vector), and runs
 the op on that crop only. Pointwise ops run on the patch; additions and concatenations
-first bring their inputs to a common band. When a band would cover at least ``full_fraction`` of its map, or the op is
-global (pooling to 1x1, linear heads) or unknown, the inputs are *materialised* (the
-patch pasted into the expanded cache) and the op runs as usual: from there on the
-computation is the naive one. The saving is ``1 - sum(patch MACs) / sum(full MACs)``
-over convolutions and linear layers, counted as the engine runs.
+first bring their inputs to a common band. When a band would cover at least
+``full_fraction`` of its map, or the op is global (pooling to 1x1, linear heads) or
+unknown, the inputs are *materialised* (the patch pasted into the expanded cache) and
+the op runs as usual: from there on the computation is the naive one. The saving is
+``1 - sum(patch MACs) / sum(full MACs)`` over convolutions and linear layers, counted as
+the engine runs.
 """
 
 from __future__ import annotations
