@@ -51,7 +51,7 @@ def bench_index(args) -> dict:
 
     cl = common.import_cnnlens()
     from cnnlens.analysis import build_index
-    from cnnlens.hooks import preserved
+    from cnnlens.core.hooks import preserved
     from cnnlens.io import list_images, load_image
 
     model = cl.load_model()

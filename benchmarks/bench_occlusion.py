@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     info = common.machine_info()
     common.print_machine(info)
 
-    from cnnlens.attribution.common import default_batch_size
     from cnnlens.attribution.occlusion import window_positions
+    from cnnlens.core.tensors import default_batch_size
 
     h, w = x.shape[-2:]
     n_pos = len(window_positions(h, window, stride)) * len(window_positions(w, window, stride))

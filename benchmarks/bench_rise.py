@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cl, model, x = common.load_setup(args.image)
     import cnnlens.attribution.rise as rise_mod
-    from cnnlens.attribution.common import default_batch_size, inference_copy
+    from cnnlens.core.tensors import default_batch_size, inference_copy
 
     net = model.net.eval()
     info = common.machine_info()

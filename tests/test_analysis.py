@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from cnnlens import analysis as A
-from cnnlens import progress
+from cnnlens.core import progress
 from cnnlens.models.base import LoadedModel, Preprocess
 from helpers import assert_unchanged, snapshot
 

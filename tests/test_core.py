@@ -8,9 +8,10 @@ import torchvision
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.hooks import capture, preserved
-from cnnlens.layer_lookup import default_layer, resolve_layer
-from cnnlens.targets import resolve_targets
+from cnnlens.core.hooks import capture, preserved
+from cnnlens.core.layers import default_layer
+from cnnlens.core.names import resolve_layer
+from cnnlens.core.targets import resolve_targets
 from helpers import HOOK_ATTRS, tiny_cnn
 
 LOGITS = torch.tensor([[0.1, 3.0, 2.0, -1.0], [5.0, 0.0, 1.0, 4.0]])

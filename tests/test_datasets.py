@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnnlens import LoadedModel
+from cnnlens.core.layers import default_layer, trace_layers
 from cnnlens.datasets import (
     PlantedSpec,
     accuracy,
@@ -20,7 +21,6 @@ from cnnlens.datasets import (
 )
 from cnnlens.datasets import trainer as trainer_module
 from cnnlens.datasets.shapes import COLOURS, CUE_COLOURS, class_parts, distractor_parts
-from cnnlens.layer_lookup import default_layer, trace_layers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = PlantedSpec(size=64)

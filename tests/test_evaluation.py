@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.attribution.common import gaussian_blur
+from cnnlens.core.tensors import gaussian_blur
 from cnnlens.evaluation import (
     AlphaSearch,
     DeletionAUC,

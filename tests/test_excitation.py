@@ -15,8 +15,8 @@ from timm.layers import BatchNormAct2d, Conv2dSame
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.attribution.common import upsample
-from cnnlens.layer_lookup import default_layer
+from cnnlens.core.layers import default_layer
+from cnnlens.core.tensors import upsample
 from cnnlens.models.base import LoadedModel, Preprocess
 from helpers import assert_unchanged, snapshot, tiny_cnn
 

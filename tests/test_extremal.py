@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import cnnlens as cl
-from cnnlens import progress
+from cnnlens.core import progress
 from cnnlens.perturbation import extremal as ex
 from helpers import ProgressLog, tiny_cnn
 

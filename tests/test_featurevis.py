@@ -13,10 +13,10 @@ from torch import nn
 
 import cnnlens as cl
 from cnnlens import featurevis as fv
+from cnnlens.core.hooks import hook_count
 from cnnlens.featurevis.engine import forward_fn
 from cnnlens.featurevis.objectives import Activations
 from cnnlens.featurevis.params import COLOR_MATRIX
-from cnnlens.hooks import hook_count
 from helpers import ProgressLog, assert_unchanged, snapshot, tiny_cnn
 
 
@@ -404,7 +404,7 @@ def test_objective_that_raises_mid_run_leaves_the_model_unchanged():
 
 
 def test_progress_is_reported(monkeypatch):
-    from cnnlens import progress
+    from cnnlens.core import progress
 
     log = ProgressLog()
     with progress.reporting(log):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnnlens import colormaps as ccm
 from cnnlens import io as cio
-from cnnlens.errors import ImageError
+from cnnlens.core.errors import ImageError
 
 # --------------------------------------------------------------------------- fixture helpers
 

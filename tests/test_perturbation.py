@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.attribution.common import gaussian_blur
+from cnnlens.core.tensors import gaussian_blur
 from cnnlens.perturbation import operators as ops
 from helpers import tiny_cnn
 

@@ -16,8 +16,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 import cnnlens as cl
-from cnnlens.attribution.common import gaussian_blur
 from cnnlens.cli import app
+from cnnlens.core.tensors import gaussian_blur
 from cnnlens.models.base import LoadedModel, Preprocess
 from cnnlens.perturbation.boxes import (
     compare_deletion_boxes,

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnlens as cl
-from cnnlens import layer_lookup as cl_layers
-from cnnlens.targets import resolve_targets
+from cnnlens.core import layers as cl_layers
+from cnnlens.core.targets import resolve_targets
 
 
 def close(actual: torch.Tensor, expected, atol: float = 1e-5, rtol: float = 1e-6) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlens.explanation import Explanation
+from cnnlens.core.explanation import Explanation
 from cnnlens.models.base import Prediction
 from cnnlens.report import build_report, report
 from cnnlens.report.serialize import extras_subset, json_safe

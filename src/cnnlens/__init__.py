@@ -1,56 +1,62 @@
 """cnnlens: see why an image CNN predicts what it predicts.
 
-The public API is re-exported here; see docs/design.md.
+The public API is re-exported here; see docs/design.md. Names are imported on
+first use (PEP 562), so ``import cnnlens`` costs only what is touched:
+``cl.attribute`` loads the method modules, ``cl.analysis`` the analysis package.
 """
 
-from . import analysis, datasets, evaluation, featurevis, siam
-from .attribution import attribute
-from .errors import (
-    CheckpointError,
-    CnnlensError,
-    ImageError,
-    LayerError,
-    MethodError,
-    ModelError,
-    TargetError,
-)
-from .explanation import Explanation
-from .hooks import capture, preserved
-from .io import load_image, sample_images
-from .layer_lookup import list_layers as layers
-from .models import LoadedModel, Prediction, Preprocess, list_models, load_model
-from .registry import get_method, list_methods, register
-from .report import report
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "CnnlensError",
-    "Explanation",
-    "ImageError",
-    "LayerError",
-    "LoadedModel",
-    "MethodError",
-    "ModelError",
-    "Prediction",
-    "Preprocess",
-    "TargetError",
-    "attribute",
-    "analysis",
-    "capture",
-    "datasets",
-    "evaluation",
-    "featurevis",
-    "get_method",
-    "layers",
-    "list_methods",
-    "list_models",
-    "load_image",
-    "load_model",
-    "preserved",
-    "register",
-    "report",
-    "sample_images",
-    "siam",
-]
+# public name -> (module, attribute or None for the module itself)
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "CheckpointError": (".core.errors", "CheckpointError"),
+    "CnnlensError": (".core.errors", "CnnlensError"),
+    "ImageError": (".core.errors", "ImageError"),
+    "LayerError": (".core.errors", "LayerError"),
+    "MethodError": (".core.errors", "MethodError"),
+    "ModelError": (".core.errors", "ModelError"),
+    "TargetError": (".core.errors", "TargetError"),
+    "Explanation": (".core.explanation", "Explanation"),
+    "capture": (".core.hooks", "capture"),
+    "preserved": (".core.hooks", "preserved"),
+    "register": (".core.registry", "register"),
+    "attribute": (".methods", "attribute"),
+    "get_method": (".methods", "get_method"),
+    "list_methods": (".methods", "list_methods"),
+    "load_image": (".io", "load_image"),
+    "sample_images": (".io", "sample_images"),
+    "layers": (".models.base", "list_layers"),
+    "LoadedModel": (".models", "LoadedModel"),
+    "Prediction": (".models", "Prediction"),
+    "Preprocess": (".models", "Preprocess"),
+    "list_models": (".models", "list_models"),
+    "load_model": (".models", "load_model"),
+    "report": (".report", "report"),
+    "analysis": (".analysis", None),
+    "datasets": (".datasets", None),
+    "evaluation": (".evaluation", None),
+    "featurevis": (".featurevis", None),
+    "siam": (".siam", None),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'cnnlens' has no attribute {name!r}") from None
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

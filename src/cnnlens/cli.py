@@ -62,7 +62,7 @@ def progress_bar() -> Progress:
 def _load(
     model: str, weights: str, trust_checkpoint: bool, labels: Path | None, device: str | None
 ):
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
     from .models import load_model
 
     try:
@@ -110,9 +110,9 @@ def explain(
     title: str = typer.Option("cnnlens report", help="Report title."),
 ) -> None:
     """Explain images and write report.html, results.json and maps.npz."""
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
+    from .core.progress import reporting
     from .pipeline import explain_files, resolve_methods
-    from .progress import reporting
 
     try:
         chosen = resolve_methods(methods)
@@ -179,7 +179,7 @@ def _summary(run, seconds: float) -> None:
 @app.command()
 def methods() -> None:
     """List the attribution methods."""
-    from .registry import list_methods
+    from .methods import list_methods
 
     table = Table(title="attribution methods")
     for col in ("name", "family", "signed", "parameters", "summary"):
@@ -212,7 +212,8 @@ def layers(
     trust_checkpoint: bool = TRUST_OPTION,
 ) -> None:
     """List a model's layers: dotted name, type and output shape."""
-    from .layer_lookup import default_layer, list_layers
+    from .core.layers import default_layer
+    from .models.base import list_layers
 
     loaded = _load(model, weights, trust_checkpoint, None, None)
     size = loaded.preprocess_spec.crop
@@ -330,7 +331,7 @@ def interrogate(
     2017, fig. 6); saves the perturbed image and a side-by-side PNG."""
     import torch
 
-    from .errors import ImageError
+    from .core.errors import ImageError
     from .io import load_image, save_png
     from .perturbation.interrogate import box_to_input, check_box, side_by_side
     from .perturbation.interrogate import interrogate as run_interrogate
@@ -418,11 +419,11 @@ def boxes(
     class by 80/90/95/99 %."""
     import torch
 
-    from .attribution import attribute
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
+    from .core.progress import reporting
+    from .methods import attribute
     from .perturbation.boxes import compare_deletion_boxes
     from .pipeline import gather_images, resolve_methods
-    from .progress import reporting
     from .report.charts import save_svg
     from .report.serialize import write_json_atomic
 

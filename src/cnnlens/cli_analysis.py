@@ -54,9 +54,9 @@ def index(
     device: str = DEVICE_OPTION,
 ) -> None:
     """Stream a folder through the model into a memory-mapped feature index."""
-    from . import progress
     from .analysis import build_index
-    from .errors import CnnlensError
+    from .core import progress
+    from .core.errors import CnnlensError
 
     loaded = _load(model, weights, trust_checkpoint, labels, device)
     names = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
@@ -87,7 +87,7 @@ def patches(
 ) -> None:
     """Top-k activating patches per unit with their receptive fields; PNG strips + HTML."""
     from .analysis import write_patch_pages
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
 
     idx = _open(index_dir)
     try:
@@ -113,7 +113,7 @@ def neighbours(
 ) -> None:
     """k nearest images in feature space next to k nearest in pixel space."""
     from .analysis import nearest, write_neighbours_page
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
 
     idx = _open(index_dir)
     q: int | Path = int(query) if query.isdigit() else Path(query)
@@ -142,7 +142,7 @@ def embed(
 ) -> None:
     """2-D map of a layer's features: zoomable scatter and thumbnail grid (HTML)."""
     from .analysis import embed_index, thumbnail_grid, write_map_page
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
 
     idx = _open(index_dir)
     try:

@@ -78,12 +78,12 @@ def benchmark(
     """Score every method's maps: pointing game, localisation, relevance mass, deletion and
     insertion, smallest deleting box, sanity check and spurious cue. Writes benchmark.md,
     benchmark.json and benchmark.html; rerun the same command to resume an interrupted run."""
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
+    from .core.progress import reporting
     from .evaluation.sources import coco_suite, planted_suite, voc_suite
     from .evaluation.suite import CUE_TARGETS, run_benchmark
     from .evaluation.tables import markdown, write_outputs
     from .pipeline import resolve_methods
-    from .progress import reporting
 
     if suite not in SUITES:
         _fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")

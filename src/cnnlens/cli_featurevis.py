@@ -41,7 +41,7 @@ def filters(
 ) -> None:
     """Learned filters as pictures: the first conv layer in colour (normalised jointly and per
     filter), deeper conv layers as grey grids (rows: filters, columns: input channels)."""
-    from .errors import CnnlensError
+    from .core.errors import CnnlensError
     from .featurevis.filters import filter_bank
     from .featurevis.page import Section, write_page
     from .io import save_png
@@ -86,7 +86,7 @@ def activations(
 ) -> None:
     """Every channel of a layer for one image (sorted by mean activation, with values), and an
     overview strip through all stages of the network."""
-    from .errors import CnnlensError, ImageError
+    from .core.errors import CnnlensError, ImageError
     from .featurevis.activations import overview, overview_strip
     from .featurevis.page import Section, write_page
     from .featurevis.presets import preset_layer, stages
@@ -172,11 +172,11 @@ def dream(
 ) -> None:
     """Activation maximisation: images that excite chosen channels, units or classes, all
     rendered in one batch. Writes a PNG grid, a JSON summary and an HTML page per layer."""
-    from .errors import CnnlensError, ImageError
+    from .core.errors import CnnlensError, ImageError
+    from .core.progress import reporting
     from .featurevis import objectives as O
     from .featurevis.presets import LEVELS, preset_layer
     from .io import load_image
-    from .progress import reporting
 
     if objective not in ("channel", "neuron", "deepdream"):
         _fail(f"--objective must be channel, neuron or deepdream, got {objective!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from .cli import RichReporter, _fail, app, progress_bar, say
-from .progress import reporting
+from .core.progress import reporting
 
 siam_app = typer.Typer(
     no_args_is_help=True,
@@ -220,7 +220,7 @@ def explain_cmd(
     out_path: Path = typer.Option(None, "--out", "-o", help="HTML file (default IMAGE.siam.html)."),
 ) -> None:
     """Explain one image: prediction, contributions, attribute maps and the sum check."""
-    from .errors import ImageError
+    from .core.errors import ImageError
     from .siam import write_explanation
     from .siam.data import load_rgb, to_tensor
     from .siam.train import images_to_input

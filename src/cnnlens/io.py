@@ -3,7 +3,7 @@
 Reading: :func:`list_images` turns files and folders into a list of image paths and
 :func:`load_image` opens one file as a fully decoded, upright RGB :class:`PIL.Image.Image`,
 whatever its mode (grey, 1-bit, palette, alpha, CMYK, 16-bit, float). Every failure is reported
-as :class:`cnnlens.errors.ImageError` naming the file and the reason.
+as :class:`cnnlens.core.errors.ImageError` naming the file and the reason.
 
 Writing: :func:`to_pil`, :func:`save_png`, :func:`png_bytes` and :func:`data_uri` convert and
 store pictures (colour maps live in :mod:`cnnlens.colormaps`).
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .atomic import write_bytes_atomic
-from .errors import ImageError
+from .core.atomic import write_bytes_atomic
+from .core.errors import ImageError
 
 if TYPE_CHECKING:
     import torch

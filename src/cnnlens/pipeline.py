@@ -14,13 +14,12 @@ from pathlib import Path
 
 import torch
 
-from . import progress
-from .attribution import attribute
-from .errors import CnnlensError, ImageError
-from .explanation import Explanation
+from .core import progress
+from .core.errors import CnnlensError, ImageError
+from .core.explanation import Explanation
 from .io import list_images, load_image, sample_images
+from .methods import attribute, method_names
 from .models.base import LoadedModel, Prediction
-from .registry import method_names
 from .report import build_report
 
 
@@ -42,7 +41,7 @@ class ExplainRun:
 
 def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
     """``"all"``, a comma-separated string, or a list of names -> validated names."""
-    from .registry import get_method
+    from .methods import get_method
 
     if methods is None:
         return ["gradient", "cam", "gradcam", "occlusion"]
@@ -90,7 +89,7 @@ def explain_files(
         model: the loaded model.
         inputs: image files and folders (recursive); empty means the bundled samples.
         methods: method names, ``"all"``, or None for the default four.
-        target: target specification applied to each image (see :mod:`cnnlens.targets`).
+        target: target specification applied to each image (see :mod:`cnnlens.core.targets`).
         out_dir: report folder; None skips writing.
         method_params: extra parameters per method name, e.g. ``{"occlusion": {"stride": 16}}``.
         title: report title.

@@ -37,12 +37,12 @@ class _Worker:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from ..hooks import capture, preserved
-        from .index import _Images
+        from ..core.hooks import capture, preserved
+        from .images import ImageFiles
         from .writer import compute_batch
 
         paths = [str(p) for p in batch["path"]]
-        ds = _Images(paths, self.loaded.preprocess_spec, self.thumb, 0)
+        ds = ImageFiles(paths, self.loaded.preprocess_spec, self.thumb, 0)
         items = [ds[i] for i in range(len(paths))]
         x = torch.stack([it[0] for it in items]).to(self.loaded.device)
         net = self.loaded.net
@@ -77,7 +77,7 @@ def run_on_ray(
         import ray
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("indexing on Ray needs `pip install 'ray[data]'`") from e
-    from .. import progress
+    from ..core import progress
 
     if loaded.device.type != "cpu":
         raise ValueError("indexing on Ray uses CPU actors; load the model on the CPU")

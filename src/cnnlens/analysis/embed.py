@@ -112,7 +112,7 @@ def embed_index(
         if np.array_equal(data["entries"], entries):
             return data["entries"], data["coords"]
     coords = embed(np.asarray(index.features(layer)[entries]), method, **kwargs)
-    from ..atomic import atomic_write
+    from ..core.atomic import atomic_write
 
     cache.parent.mkdir(exist_ok=True)
     atomic_write(cache, lambda fh: np.savez(fh, entries=entries, coords=coords))

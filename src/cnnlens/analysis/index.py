@@ -25,43 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .. import progress
-from ..errors import ImageError
-from ..hooks import capture, preserved
-from ..io import list_images, load_image
-from ..layer_lookup import resolve_layer
-from ..models.base import LoadedModel, Preprocess
+from ..core import progress
+from ..core.hooks import capture, preserved
+from ..core.names import resolve_layer
+from ..io import list_images
+from ..models.base import LoadedModel
 from ..report.serialize import write_json_atomic
+from .images import ImageFiles
 from .store import FORMAT_VERSION, TOP_K, FeatureIndex, IndexFolderError, layer_dir, open_index
 from .writer import IndexWriter, compute_batch
 
 __all__ = ["build_index", "read_label_csv"]
-
-
-class _Images(Dataset):
-    """Loads and preprocesses one image; unreadable files give zeros and the reason."""
-
-    def __init__(self, paths: Sequence[str], spec: Preprocess, thumb: int, offset: int):
-        self.paths, self.spec, self.thumb, self.offset = paths, spec, thumb, offset
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        size = self.spec.crop
-        try:
-            img = self.spec.geometry(load_image(self.paths[i]))
-            x = self.spec.to_tensor(img)
-            th = np.asarray(img.resize((self.thumb, self.thumb), Image.BILINEAR), np.uint8)
-            err = ""
-        except ImageError as e:
-            x = torch.zeros(3, size, size)
-            th = np.zeros((self.thumb, self.thumb, 3), np.uint8)
-            err = e.reason
-        return x, torch.from_numpy(th.copy()), self.offset + i, err
 
 
 def read_label_csv(csv_path: str | os.PathLike, root: Path, paths: Sequence[Path]) -> list[str]:
@@ -157,7 +133,7 @@ def build_index(
         out: the index folder; an unfinished index of the same images, layers and model
             there is continued after its last checkpoint.
         layers: dotted layer names (default: the layer before the classifier's global pool,
-            as :func:`cnnlens.layer_lookup.default_layer` picks it).
+            as :func:`cnnlens.core.layers.default_layer` picks it).
         label_csv: optional CSV with ``path,label`` columns (paths relative to ``dataset``).
         batch_size, num_workers: DataLoader settings (workers decode images in parallel).
         dtype: ``"float16"`` or ``"float32"`` for the feature arrays.
@@ -173,7 +149,7 @@ def build_index(
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     if layers is None:
-        from ..layer_lookup import default_layer
+        from ..core.layers import default_layer
 
         layers = [default_layer(loaded.net, (loaded.preprocess_spec.crop,) * 2)]
     layers = [resolve_layer(loaded.net, name)[0] for name in layers]
@@ -231,7 +207,7 @@ def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every)
     if done >= len(paths):
         return
     loader = DataLoader(
-        _Images(paths[done:], loaded.preprocess_spec, writer.thumb_size, done),
+        ImageFiles(paths[done:], loaded.preprocess_spec, writer.thumb_size, done),
         batch_size=batch_size,
         num_workers=num_workers,
     )

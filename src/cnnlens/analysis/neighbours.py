@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..hooks import capture, preserved
+from ..core.hooks import capture, preserved
 from ..io import load_image
 from ..models.base import LoadedModel
 from .store import FeatureIndex

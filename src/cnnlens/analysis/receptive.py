@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..hooks import capture, preserved
-from ..layer_lookup import resolve_layer
-from ..pointwise import POINTWISE_MODULES
+from ..core.hooks import capture, preserved
+from ..core.names import resolve_layer
+from ..core.pointwise import POINTWISE_MODULES
 
 __all__ = [
     "Field1D",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CnnlensError
+from ..core.errors import CnnlensError
 
 __all__ = ["FeatureIndex", "IndexFolderError", "open_index"]
 

@@ -25,12 +25,13 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import MethodError
-from ..hooks import capture
-from ..layer_lookup import default_layer, last_linear, resolve_layer
-from ..registry import register
-from ..targets import resolve_targets
-from .common import MethodOutput, check_score, gather_scores, to_scores, upsample
+from ..core.errors import MethodError
+from ..core.hooks import capture
+from ..core.layers import default_layer, last_linear
+from ..core.names import resolve_layer
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import MethodOutput, check_score, gather_scores, to_scores, upsample
 
 WeightRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -62,13 +62,19 @@ from __future__ import annotations
 
 import torch
 
-from .. import progress
-from ..errors import MethodError
-from ..hooks import capture
-from ..registry import register
-from ..targets import resolve_targets
+from ..core import progress
+from ..core.errors import MethodError
+from ..core.hooks import capture
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
+    MethodOutput,
+    check_batch_size,
+    default_batch_size,
+    inference_copy,
+    upsample,
+)
 from .cam import pick_layer, weighted_cam
-from .common import MethodOutput, check_batch_size, default_batch_size, inference_copy, upsample
 
 GRADCAMPP_EPS = 1e-6
 

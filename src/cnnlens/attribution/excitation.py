@@ -63,12 +63,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import MethodError
-from ..hooks import out_of_place
-from ..registry import register
-from ..targets import resolve_targets
+from ..core.errors import MethodError
+from ..core.hooks import out_of_place
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import MethodOutput, upsample
 from .cam import pick_layer
-from .common import MethodOutput, upsample
 
 GUARD = 1e-12
 REFUSED = (nn.Sigmoid, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Mish,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import register
-from ..targets import resolve_targets
-from .common import MethodOutput, check_score, gather_scores, to_scores
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import MethodOutput, check_score, gather_scores, to_scores
 
 REDUCTIONS = ("absmax", "sum", "l2")
 

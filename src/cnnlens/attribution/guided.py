@@ -31,10 +31,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..errors import MethodError
-from ..hooks import out_of_place
-from ..registry import register
-from .common import MethodOutput
+from ..core.errors import MethodError
+from ..core.hooks import out_of_place
+from ..core.registry import register
+from ..core.tensors import MethodOutput
 from .gradient import check_reduce, input_gradients, reduce_per_target
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU)

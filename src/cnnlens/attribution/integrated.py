@@ -51,10 +51,10 @@ from contextlib import nullcontext
 
 import torch
 
-from .. import progress
-from ..registry import register
-from ..targets import resolve_targets
-from .common import (
+from ..core import progress
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     MethodOutput,
     check_batch_size,
     check_score,
@@ -210,7 +210,7 @@ def input_x_gradient(
     Args:
         model: a LoadedModel.
         x: ``(N, 3, H, W)`` normalised images.
-        target: target specification (see :mod:`cnnlens.targets`).
+        target: target specification (see :mod:`cnnlens.core.targets`).
         reduce: ``"sum"`` over channels (signed, default), ``"absmax"`` or ``"l2"``.
         score: differentiate the ``"logit"`` (default), ``"prob"`` or ``"logprob"``.
 

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import progress
-from ..registry import register
-from ..targets import resolve_targets
-from . import incremental
-from .common import (
+from ..core import progress
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     MethodOutput,
     check_batch_size,
     check_score,
@@ -42,6 +41,7 @@ from .common import (
     inference_copy,
     to_scores,
 )
+from . import incremental
 from .incremental import approximate
 
 
@@ -118,7 +118,7 @@ def occlusion(
     Args:
         model: a LoadedModel.
         x: ``(N, 3, H, W)`` normalised images.
-        target: target specification (see :mod:`cnnlens.targets`).
+        target: target specification (see :mod:`cnnlens.core.targets`).
         window: side (or ``(h, w)``) of the occluding square, in pixels.
         stride: step between window positions.
         baseline: ``"zero"``, ``"mean"``, ``"blur"`` or a constant.

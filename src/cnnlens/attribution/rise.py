@@ -77,10 +77,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import progress
-from ..registry import register
-from ..targets import resolve_targets
-from .common import (
+from ..core import progress
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     MethodOutput,
     check_batch_size,
     check_score,
@@ -179,7 +179,7 @@ def rise(
     Args:
         model: a LoadedModel.
         x: ``(N, 3, H, W)`` normalised images.
-        target: target specification (see :mod:`cnnlens.targets`).
+        target: target specification (see :mod:`cnnlens.core.targets`).
         masks: number of random masks ``N`` (forward passes per image).
         cells: side ``s`` of the random binary grid (cells of about ``H / s`` pixels).
         keep: probability ``p`` that a grid cell is kept (visible).

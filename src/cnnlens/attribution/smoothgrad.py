@@ -30,11 +30,11 @@ from collections.abc import Callable
 
 import torch
 
-from .. import progress
-from ..errors import MethodError
-from ..registry import get_method, register
-from ..targets import resolve_targets
-from .common import MethodOutput, check_batch_size, check_score, default_batch_size
+from ..core import progress
+from ..core.errors import MethodError
+from ..core.registry import lookup, register
+from ..core.targets import resolve_targets
+from ..core.tensors import MethodOutput, check_batch_size, check_score, default_batch_size
 from .gradient import check_reduce, input_gradients, reduce_per_target
 from .integrated import _check_count, integrated_per_channel
 
@@ -78,7 +78,7 @@ def _base_kernel(base: str) -> tuple[Kernel, int, bool]:
     if base in PER_CHANNEL:
         kernel, copies = PER_CHANNEL[base]
         return kernel, copies, True
-    info = get_method(base)
+    info = lookup(base)
     if info.family != "gradient":
         raise MethodError(
             f"base {base!r} is a {info.family!r} method; SmoothGrad needs a gradient-family "
@@ -161,7 +161,7 @@ def _smooth(
         extras["signed"] = kind == "smoothgrad" and reduce == "sum"
     else:
         maps = stat.squeeze(2)
-        extras["signed"] = kind == "smoothgrad" and get_method(base).signed
+        extras["signed"] = kind == "smoothgrad" and lookup(base).signed
     return MethodOutput(maps, targets, extras)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..progress import task
+from ..core.progress import task
 from .cues import check_confound
 from .planted import SPLITS, PlantedSample, PlantedSpec, render
 

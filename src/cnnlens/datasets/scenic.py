@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..progress import task
+from ..core.progress import task
 from .textures import background, texture
 
 ATTRIBUTES = ("sky", "water", "grass", "forest", "rock", "buildings", "sand", "snow")

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import atomic_write
+from ..core.atomic import atomic_write
+from ..core.progress import reporting, task
 from ..models.base import LoadedModel, Preprocess
-from ..progress import reporting, task
 from .cues import check_confound
 from .dataset import PlantedDataset
 from .planted import GENERATOR_VERSION, PlantedSpec
@@ -180,7 +180,7 @@ def train_planted(
             is deterministic for a given seed and thread count).
         cache: read and write the weights cache (see :func:`cache_dir`).
         progress: report data drawing and training steps through
-            :func:`cnnlens.progress.task`.
+            :func:`cnnlens.core.progress.task`.
 
     Returns:
         A :class:`~cnnlens.LoadedModel` in eval mode, on the CPU, whose inputs
@@ -238,7 +238,7 @@ def accuracy(model: LoadedModel, data: PlantedDataset, batch_size: int = 200) ->
 
 @torch.no_grad()
 def _predict(model: LoadedModel, images_u8, batch_size: int) -> torch.Tensor:
-    from ..hooks import preserved
+    from ..core.hooks import preserved
 
     images = torch.from_numpy(images_u8)
     preds = []

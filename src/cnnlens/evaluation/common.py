@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attribution.common import upsample
-from ..explanation import Explanation
+from ..core.explanation import Explanation
+from ..core.tensors import upsample
 
 
 def as_maps(maps) -> torch.Tensor:

@@ -43,8 +43,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import progress
-from ..attribution.common import (
+from ..core import progress
+from ..core.explanation import Explanation
+from ..core.hooks import preserved
+from ..core.targets import needs_logits, resolve_targets
+from ..core.tensors import (
     check_batch_size,
     default_batch_size,
     gaussian_blur,
@@ -52,10 +55,7 @@ from ..attribution.common import (
     to_scores,
     upsample,
 )
-from ..explanation import Explanation
-from ..hooks import preserved
 from ..models.base import LoadedModel
-from ..targets import needs_logits, resolve_targets
 from .common import _float, as_maps
 
 MODES = ("deletion", "insertion")
@@ -183,7 +183,7 @@ def deletion_auc(
             Explanation that kept its inputs.
         maps: ``(N, H, W)`` maps (or ``(N, 1, H, W)``, or an Explanation), larger =
             more salient; resized bilinearly to ``x`` if their size differs.
-        target: the class of each map (any :mod:`cnnlens.targets` form, one per
+        target: the class of each map (any :mod:`cnnlens.core.targets` form, one per
             image); taken from the Explanation when one is given; default top-1.
         mode: ``"deletion"`` or ``"insertion"``.
         substrate: ``"zero"`` (the dataset mean), ``"blur"``, a tensor like ``x``,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .. import progress
-from ..atomic import atomic_write
-from ..attribution import attribute
+from ..core import progress
+from ..core.atomic import atomic_write
+from ..methods import attribute
 from .baselines import centre_map, random_map
 
 BASELINES = ("centre", "random")
@@ -66,7 +66,7 @@ class MapStore:
         self.params = {k: dict(v) for k, v in (params or {}).items()}
 
     def _method_params(self, method: str) -> dict:
-        from ..registry import get_method
+        from ..methods import get_method
 
         params = dict(self.params.get(method, {}))
         if method not in BASELINES and "seed" in get_method(method).defaults:

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import progress
-from ..attribution import attribute
-from ..hooks import preserved
-from ..layer_lookup import resolve_layer
+from ..core import progress
+from ..core.hooks import preserved
+from ..core.names import resolve_layer
+from ..methods import attribute, get_method
 from ..models.base import LoadedModel
-from ..registry import get_method
 from .similarity import spearman, ssim
 
 MODES = ("cascading", "independent")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CnnlensError
+from ..core.errors import CnnlensError
 from ..models.base import LoadedModel
 from .suite import Split, Suite
 

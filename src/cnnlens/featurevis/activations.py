@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from ..colormaps import colorize
-from ..hooks import capture, preserved
+from ..core.hooks import capture, preserved
 from ..models.base import LoadedModel
 from .grid import tile
 from .presets import stages

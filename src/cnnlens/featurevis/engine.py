@@ -4,7 +4,7 @@ When no objective reads the network output, the forward pass stops as soon as
 every layer it needs has run: rendering a shallow unit then costs a fraction of
 a full pass (about 45 % of it for ``blocks.1`` of the bundled model). The stop is
 an exception raised by a forward hook, registered inside the same scope as
-:func:`~cnnlens.hooks.capture` and removed in ``finally``.
+:func:`~cnnlens.core.hooks.capture` and removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import nn
 
-from ..hooks import StopForward, capture, stop_after
+from ..core.hooks import StopForward, capture, stop_after
 from .objectives import LOGITS, Activations
 
 
@@ -73,7 +73,7 @@ def probe(
     Returns:
         ``(shapes, reused)``: ``reused`` is true when a layer runs more than once per
         pass, early stopping's one blind spot (the last call's output is the one
-        :func:`~cnnlens.hooks.capture` keeps, so the pass must run to the end).
+        :func:`~cnnlens.core.hooks.capture` keeps, so the pass must run to the end).
     """
     names = [n for n in dict.fromkeys(layers) if n != LOGITS]
     with torch.no_grad(), capture(net, names) as record:

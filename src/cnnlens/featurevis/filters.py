@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..layer_lookup import resolve_layer
+from ..core.names import resolve_layer
 from ..models.base import LoadedModel
 from .grid import tile
 

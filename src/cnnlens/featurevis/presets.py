@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layer_lookup import trace_layers
+from ..core.layers import trace_layers
 from ..models.base import LoadedModel
 
 #: Tuned presets per model name (``LoadedModel.name``).

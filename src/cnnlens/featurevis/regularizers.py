@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution.common import gaussian_blur
+from ..core.tensors import gaussian_blur
 from .algebra import Activations, Objective
 
 

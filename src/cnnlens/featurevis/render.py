@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import progress
-from ..hooks import preserved
+from ..core import progress
+from ..core.hooks import preserved
 from ..models.base import LoadedModel
 from .engine import forward_fn, probe
 from .objectives import Activations, Objective, as_objective

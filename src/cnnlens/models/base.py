@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..core.hooks import preserved
+from ..core.layers import LayerInfo, trace_layers
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -143,8 +146,6 @@ class LoadedModel:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, top_k: int = 5) -> Prediction:
         """Softmax top-k of the network on ``x`` (``(N, 3, H, W)``), in eval mode."""
-        from ..hooks import preserved
-
         with preserved(self.net):
             logits = self.net(x)
         probs = F.softmax(logits.float(), dim=1)
@@ -152,3 +153,10 @@ class LoadedModel:
         p, idx = probs.topk(k, dim=1)
         labels = [[self.label(i) for i in row] for row in idx.tolist()]
         return Prediction(indices=idx, probs=p, labels=labels)
+
+
+def list_layers(model) -> list[LayerInfo]:
+    """`cl.layers(model)`: every module, its type and output shape at the model's input size."""
+    model = LoadedModel.wrap(model)
+    size = model.preprocess_spec.crop
+    return trace_layers(model.net, (size, size))

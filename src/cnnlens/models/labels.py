@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 
 @lru_cache(maxsize=1)

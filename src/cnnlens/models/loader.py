@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ModelError
+from ..core.errors import CheckpointError, ModelError
 from .base import LoadedModel, Preprocess
 from .labels import default_names, read_labels
 

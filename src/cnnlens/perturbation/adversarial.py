@@ -67,11 +67,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution.common import check_batch_size, default_batch_size, inference_copy
-from ..explanation import Explanation
-from ..hooks import preserved
+from ..core.explanation import Explanation
+from ..core.hooks import preserved
+from ..core.targets import resolve_targets
+from ..core.tensors import check_batch_size, default_batch_size, inference_copy
 from ..models.base import LoadedModel
-from ..targets import resolve_targets
 from .operators import Perturbation, check_perturbation
 
 CLASSIFIERS = ("cnn", "logistic")
@@ -119,7 +119,7 @@ def ifgsm(
             ImageNet mean/std normalisation, as :meth:`LoadedModel.wrap` does).
         x: ``(N, 3, H, W)`` normalised images (``(3, H, W)`` is accepted).
         target: the label to move away from, one per image (an int, a list, an
-            ``(N,)`` tensor; see :mod:`cnnlens.targets`); ``None`` = each image's
+            ``(N,)`` tensor; see :mod:`cnnlens.core.targets`); ``None`` = each image's
             top-1 prediction.
         epsilon: radius of the L∞ ball, in [0, 1] pixel units (8/255 default).
         step: ``α``, the size of each signed-gradient step in pixel units.

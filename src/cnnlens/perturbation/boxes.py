@@ -46,18 +46,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import progress
-from ..attribution.common import (
+from ..core import progress
+from ..core.explanation import Explanation
+from ..core.hooks import preserved
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     check_batch_size,
     check_score,
     inference_copy,
     to_scores,
     upsample,
 )
-from ..explanation import Explanation
-from ..hooks import preserved
 from ..models.base import LoadedModel
-from ..targets import resolve_targets
 from .interrogate import box_masks, composite, fully_perturbed, normalized_score
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
@@ -411,7 +411,7 @@ def deletion_boxes(
             ``maps`` is an :class:`Explanation` that kept its inputs.
         maps: an :class:`Explanation` or a ``(N, T, H, W)`` tensor of saliency
             maps (larger = more salient; other sizes are resized bilinearly).
-        target: the maps' classes, ``(N, T)`` or any :mod:`cnnlens.targets`
+        target: the maps' classes, ``(N, T)`` or any :mod:`cnnlens.core.targets`
             specification; taken from the Explanation when one is given.
         thresholds: the values ``h`` (default 0, 0.1, ..., 1).
         levels: suppression levels (default 0.8, 0.9, 0.95, 0.99).

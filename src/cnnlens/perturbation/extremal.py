@@ -132,8 +132,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import progress
-from ..attribution.common import (
+from ..core import progress
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     MethodOutput,
     check_batch_size,
     check_score,
@@ -142,8 +144,6 @@ from ..attribution.common import (
     inference_copy,
     to_scores,
 )
-from ..registry import register
-from ..targets import resolve_targets
 from .operators import Perturbation, check_perturbation
 
 VARIANTS = ("preserve", "delete")
@@ -389,7 +389,7 @@ def extremal(
     Args:
         model: a LoadedModel.
         x: ``(N, 3, H, W)`` normalised images.
-        target: target specification (see :mod:`cnnlens.targets`).
+        target: target specification (see :mod:`cnnlens.core.targets`).
         areas: the area ``a`` (fraction of the image), or several; one mask per area.
         variant: ``"preserve"`` (keep the region, maximise ``f_c(Φ(x; m))``) or
             ``"delete"`` (remove it, minimise ``f_c(Φ(x; 1 - m))``).

@@ -69,8 +69,10 @@ import math
 
 import torch
 
-from .. import progress
-from ..attribution.common import (
+from ..core import progress
+from ..core.registry import register
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     MethodOutput,
     check_batch_size,
     check_score,
@@ -79,8 +81,6 @@ from ..attribution.common import (
     inference_copy,
     to_scores,
 )
-from ..registry import register
-from ..targets import resolve_targets
 from .operators import Perturbation, circle_masks, l1, tv, upsample_mask
 
 GAMES = ("delete", "preserve")

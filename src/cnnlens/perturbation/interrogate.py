@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import progress
-from ..attribution.common import check_batch_size, check_score, gather_scores, to_scores
-from ..hooks import preserved
+from ..core import progress
+from ..core.hooks import preserved
+from ..core.targets import resolve_targets
+from ..core.tensors import check_batch_size, check_score, gather_scores, to_scores
 from ..models.base import LoadedModel, Preprocess
-from ..targets import resolve_targets
 from .operators import Perturbation, check_perturbation
 
 Box = tuple[int, int, int, int]
@@ -305,7 +305,7 @@ def interrogate(
         x: ``(N, 3, H, W)`` normalised images on the model's device.
         box: ``(x0, y0, x1, y1)`` for every image, or a list of N such boxes, in
             input pixels, end exclusive (see :func:`box_to_input` for photo pixels).
-        target: target specification (:mod:`cnnlens.targets`); ``None`` = top-1.
+        target: target specification (:mod:`cnnlens.core.targets`); ``None`` = top-1.
         perturbation: ``"blur"``, ``"constant"`` or ``"noise"``.
         score: ``"prob"`` (default), ``"logit"`` or ``"logprob"``.
         sigma: ``σ0`` of the blur, in pixels (10 in the paper).

@@ -58,7 +58,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..attribution.common import gaussian_blur
+from ..core.tensors import gaussian_blur
 
 PERTURBATIONS = ("blur", "constant", "noise")
 

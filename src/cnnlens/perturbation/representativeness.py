@@ -34,8 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import progress
-from ..attribution.common import (
+from ..core import progress
+from ..core.explanation import Explanation
+from ..core.hooks import preserved
+from ..core.targets import resolve_targets
+from ..core.tensors import (
     check_batch_size,
     check_score,
     gaussian_blur,
@@ -43,10 +46,7 @@ from ..attribution.common import (
     to_scores,
     upsample,
 )
-from ..explanation import Explanation
-from ..hooks import preserved
 from ..models.base import LoadedModel
-from ..targets import resolve_targets
 from .interrogate import composite, fully_perturbed, normalized_score
 from .operators import PERTURBATIONS, check_perturbation
 
@@ -160,7 +160,7 @@ def representativeness(
         masks: learned keep-masks ``(N, 1, H, W)`` or ``(N, T, H, W)`` in [0, 1]
             (1 = keep; other sizes are resized bilinearly), or an Explanation of
             the ``perturbation`` method (its ``extras["mask"]`` and targets).
-        target: the masks' classes (:mod:`cnnlens.targets`); ``None`` = top-1.
+        target: the masks' classes (:mod:`cnnlens.core.targets`); ``None`` = top-1.
         alphas: thresholds (default 0, 0.05, ..., 0.95).
         smooth: σ in pixels of the extra smoothing of ``1 - m`` (0: none).
         perturbations: operators to apply (default all three).

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..explanation import Explanation
+from ..core.explanation import Explanation
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Prediction
 from . import views
 from .serialize import (

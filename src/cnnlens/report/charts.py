@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic
+from ..core.atomic import write_bytes_atomic
 
 PALETTE = (
     "#1f77b4",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..core.atomic import atomic_write
 
 # Tensors and arrays in ``extras`` larger than this are left out of results.json
 # (masks, activations...): they belong in maps.npz or nowhere, not in a JSON file.

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..colormaps import colorbar, overlay
-from ..explanation import Explanation
+from ..core.explanation import Explanation
 from ..io import data_uri, to_pil
 
 # Colours saturate at this quantile of each map, so that a few extreme pixels (common

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.progress import task
 from ..io import load_image
-from ..progress import task
 from .train import SiamData
 
 RESERVED = ("path", "split")

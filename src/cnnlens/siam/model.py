@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import StopForward, capture, stop_after
-from ..layer_lookup import resolve_layer
+from ..core.hooks import StopForward, capture, stop_after
+from ..core.names import resolve_layer
 
 
 @dataclass
@@ -77,8 +77,8 @@ class SiamConfig:
 class Trunk(nn.Module):
     """The backbone up to ``layer``: ``forward(x) -> (N, C, h, w)`` features.
 
-    The layer's output is recorded with :func:`~cnnlens.hooks.capture` and the pass
-    stops right after it (:func:`~cnnlens.hooks.stop_after`); both hooks live for
+    The layer's output is recorded with :func:`~cnnlens.core.hooks.capture` and the pass
+    stops right after it (:func:`~cnnlens.core.hooks.stop_after`); both hooks live for
     one call.
     """
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..atomic import write_bytes_atomic
-from ..progress import task
+from ..core.atomic import write_bytes_atomic
+from ..core.progress import task
 from .model import SiamConfig, SiamModel
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ...pointwise import POINTWISE_MODULES
+from ...core.pointwise import POINTWISE_MODULES
 from .fuse import ConvAct, fuse_conv_clamps
 
 POINTWISE_FUNCTIONS = {

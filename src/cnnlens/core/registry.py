@@ -38,6 +38,7 @@ class MethodInfo:
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register(
@@ -46,6 +47,7 @@ def register(
     *,
     signed: bool = False,
     family: str = "other",
+    aliases: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as attribution method ``name``.
 
@@ -54,45 +56,47 @@ def register(
         summary: one line shown by ``cnnlens methods``.
         signed: whether the maps carry meaningful negative values.
         family: "perturbation", "gradient", "cam", ... (grouping in listings).
+        aliases: older names that keep working everywhere a name is accepted;
+            listings show only ``name``.
 
     The function's signature must be ``fn(model, x, target, *, **params)``: the
     keyword-only parameters after ``target`` are the method's parameters.
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is already registered")
+        for key in (name, *aliases):
+            if key in _REGISTRY or key in _ALIASES:
+                raise ValueError(f"method {key!r} is already registered")
         _REGISTRY[name] = MethodInfo(name, fn, summary, signed, family)
+        _ALIASES.update(dict.fromkeys(aliases, name))
         return fn
 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the attribution package runs every @register decorator.
-    from . import attribution  # noqa: F401
+def registered(pattern: str = "*") -> list[MethodInfo]:
+    """Methods registered so far whose name matches ``pattern``, sorted by name.
 
-
-def list_methods(pattern: str = "*") -> list[MethodInfo]:
-    """Registered methods whose name matches the shell-style ``pattern``, sorted by name."""
-    _ensure_loaded()
+    Only what has been imported is here; :mod:`cnnlens.methods` imports every
+    method module and is what callers use (``cl.list_methods``).
+    """
     return [info for name, info in sorted(_REGISTRY.items()) if fnmatch.fnmatch(name, pattern)]
 
 
-def method_names() -> list[str]:
-    """Just the names, in registry order (sorted)."""
-    return [m.name for m in list_methods()]
+def lookup(name: str) -> MethodInfo:
+    """The method registered as ``name`` or under the alias ``name``.
 
-
-def get_method(name: str) -> MethodInfo:
-    """The method registered as ``name``; a :class:`MethodError` listing valid names otherwise."""
-    _ensure_loaded()
+    Raises:
+        MethodError: no such method; the message lists the closest names and all of them.
+    """
+    name = _ALIASES.get(name, name)
     try:
         return _REGISTRY[name]
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        known = sorted(_REGISTRY) + sorted(_ALIASES)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise MethodError(
             f"unknown method {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}"

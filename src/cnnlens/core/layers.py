@@ -1,8 +1,7 @@
-"""Finding layers by dotted name, suggesting close names, and picking defaults."""
+"""The layers of a model: listing them with output shapes, and picking default layers."""
 
 from __future__ import annotations
 
-import difflib
 import weakref
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import LayerError
+from .hooks import attached, preserved
 
 _POOLING = (
     nn.AdaptiveAvgPool2d,
@@ -17,31 +17,6 @@ _POOLING = (
     nn.AvgPool2d,
     nn.MaxPool2d,
 )
-
-
-def resolve_layer(net: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Return ``(dotted_name, module)`` for a name or a module inside ``net``.
-
-    Raises:
-        LayerError: the name is not in the model; the message lists the closest names.
-    """
-    if isinstance(layer, nn.Module):
-        for name, module in net.named_modules():
-            if module is layer:
-                return name, module
-        raise LayerError(f"module {type(layer).__name__} is not part of this model")
-    modules = dict(net.named_modules())
-    if layer in modules and layer != "":
-        return layer, modules[layer]
-    names = [n for n in modules if n]
-    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
-    if not close:
-        close = [n for n in names if n.startswith(layer.split(".")[0])][:5]
-    hint = f" Closest names: {', '.join(close)}." if close else ""
-    raise LayerError(
-        f"no layer named {layer!r} in {type(net).__name__}.{hint} "
-        "List all with `cnnlens layers MODEL` or cl.layers(model)."
-    )
 
 
 @dataclass(frozen=True)
@@ -63,10 +38,7 @@ def trace_layers(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> li
 
     Modules that do not run in the forward pass are listed last without a shape.
     """
-    from .hooks import preserved
-
     order: list[tuple[str, tuple[int, ...] | None]] = []
-    handles = []
     named = [(n, m) for n, m in net.named_modules() if n]
 
     def make(name: str):
@@ -77,14 +49,8 @@ def trace_layers(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> li
         return hook
 
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    try:
-        for n, m in named:
-            handles.append(m.register_forward_hook(make(n)))
-        with preserved(net), torch.no_grad():
-            net(torch.zeros(1, 3, *input_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    with attached((m, make(n)) for n, m in named), preserved(net), torch.no_grad():
+        net(torch.zeros(1, 3, *input_size, device=device))
     modules = dict(named)
     seen: dict[str, tuple[int, ...] | None] = {}
     for name, shape in order:
@@ -142,12 +108,3 @@ def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     if found is None:
         raise LayerError(f"{type(net).__name__} has no nn.Linear layer")
     return found
-
-
-def list_layers(model) -> list[LayerInfo]:
-    """`cl.layers(model)`: every module, its type and output shape at the model's input size."""
-    from .models.base import LoadedModel
-
-    model = LoadedModel.wrap(model)
-    size = model.preprocess_spec.crop
-    return trace_layers(model.net, (size, size))

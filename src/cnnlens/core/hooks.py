@@ -1,21 +1,54 @@
 """Scoped hooks and model-state preservation.
 
-Every hook cnnlens places on a model is registered inside :func:`capture` and
-removed in ``finally``; :func:`preserved` restores each module's training flag
-and each parameter's ``requires_grad`` on exit, exceptions included. A model
-leaves every cnnlens call exactly as it came.
+Every hook cnnlens places on a model goes through :func:`attached`, which
+removes all of them in ``finally``, including those attached before a failure
+half-way through attaching. :func:`capture`, :func:`stop_after`, layer tracing
+and the modified-backward methods are built on it. :func:`preserved` restores
+each module's training flag and each parameter's ``requires_grad`` on exit,
+exceptions included. A model leaves every cnnlens call exactly as it came.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .layer_lookup import resolve_layer
+from .names import resolve_layer
+
+_REGISTER = {
+    "forward": nn.Module.register_forward_hook,
+    "forward_pre": nn.Module.register_forward_pre_hook,
+    "full_backward": nn.Module.register_full_backward_hook,
+    "full_backward_pre": nn.Module.register_full_backward_pre_hook,
+}
+
+
+@contextmanager
+def attached(hooks: Iterable[tuple], *, kind: str = "forward") -> Iterator[None]:
+    """Attach hooks to modules for the block; remove every one of them in ``finally``.
+
+    Args:
+        hooks: ``(module, fn)`` pairs, or ``(module, fn, kind)`` triples to mix kinds.
+            It may be a generator: it is consumed inside the ``try``, so when it (or
+            a registration) raises half-way, the hooks already attached are removed.
+        kind: ``"forward"`` (default), ``"forward_pre"``, ``"full_backward"`` or
+            ``"full_backward_pre"``, for pairs that do not name their own.
+    """
+    handles = []
+    try:
+        for item in hooks:
+            module, fn, which = item if len(item) == 3 else (*item, kind)
+            if which not in _REGISTER:
+                raise ValueError(f"hook kind must be one of {', '.join(_REGISTER)}, got {which!r}")
+            handles.append(_REGISTER[which](module, fn))
+        yield
+    finally:
+        for h in reversed(handles):
+            h.remove()
 
 
 @contextmanager
@@ -109,7 +142,6 @@ def capture(
         A :class:`Captured` filled by every forward pass run inside the block.
     """
     record = Captured()
-    handles = []
 
     def make_hook(name: str):
         def hook(module, args, output):
@@ -130,14 +162,13 @@ def capture(
 
         return hook
 
-    try:
+    def pairs():
         for layer in layers:
             name, module = resolve_layer(net, layer)
-            handles.append(module.register_forward_hook(make_hook(name)))
+            yield module, make_hook(name)
+
+    with attached(pairs()):
         yield record
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class StopForward(Exception):
@@ -164,14 +195,8 @@ def stop_after(net: nn.Module, layers: Sequence[str | nn.Module]) -> Iterator[Ca
 
         return hook
 
-    handles = []
-    try:
-        for i, m in enumerate(modules):
-            handles.append(m.register_forward_hook(make(i)))
+    with attached((m, make(i)) for i, m in enumerate(modules)):
         yield seen.clear
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def hook_count(net: nn.Module) -> int:
