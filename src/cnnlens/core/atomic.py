@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _sibling_temp(path: Path) -> tuple[int, Path]:
@@ -52,3 +53,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Args:
+        path: destination file; its folder must exist.
+        text: the content.
+    """
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented, strict JSON to ``path`` atomically.
+
+    Args:
+        path: destination file; its folder must exist.
+        payload: a JSON-safe object (see :func:`cnnlens.report.serialize.json_safe`).
+    """
+    text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
+    write_text_atomic(path, text + "\n")

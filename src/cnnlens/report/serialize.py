@@ -1,4 +1,4 @@
-"""Machine-readable report outputs: JSON-safe conversion, atomic writes, ``maps.npz``.
+"""Machine-readable report outputs: JSON-safe conversion and ``maps.npz``.
 
 Everything the HTML page shows is also written in a form a script can read back:
 ``results.json`` (predictions, targets, per-method parameters and timings, errors)
@@ -7,7 +7,6 @@ and ``maps.npz`` (the raw maps and targets of every method).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_write
+from ..core.atomic import atomic_write, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported until callers move)
 
 # Tensors and arrays in ``extras`` larger than this are left out of results.json
 # (masks, activations...): they belong in maps.npz or nowhere, not in a JSON file.
@@ -89,28 +88,6 @@ def extras_subset(extras: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, (PurePath, np.generic)) or _is_plain(value):
             kept[str(key)] = json_safe(value)
     return kept
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically.
-
-    Args:
-        path: destination file; its folder must exist.
-        text: the content.
-    """
-    data = text.encode("utf-8")
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented, strict JSON to ``path`` atomically.
-
-    Args:
-        path: destination file; its folder must exist.
-        payload: a JSON-safe object (see :func:`json_safe`).
-    """
-    text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
-    write_text_atomic(path, text + "\n")
 
 
 def write_maps_npz(
