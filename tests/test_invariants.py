@@ -1,13 +1,19 @@
 """Registry-wide invariants: every registered method, called normally, with a bad
 target, and with a module that raises (forward or backward), leaves the model as
-it came: no hooks, same training flags, requires_grad, parameters and buffers."""
+it came: no hooks, same training flags, requires_grad, parameters and buffers.
+So do SIAM models (their own explanation, and every method, which either works on
+them or refuses), and the layer listing, also when the forward pass raises."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import cnnlens as cl
+from cnnlens.core.layers import default_layer, trace_layers
+from cnnlens.models.base import LoadedModel
+from cnnlens.siam import SiamConfig, SiamModel
 from helpers import assert_unchanged, snapshot, tiny_cnn
 
 METHODS = [m.name for m in cl.list_methods()]
@@ -98,3 +104,100 @@ BATCHED = [m.name for m in cl.list_methods() if "batch_size" in m.defaults]
 def test_bad_batch_size_is_refused(method, bad):
     with pytest.raises(ValueError, match="batch_size"):
         cl.attribute(tiny_cnn(), _x(), method, target=1, batch_size=bad)
+
+
+# ----------------------------------------------------------------------------- SIAM models
+
+
+class SiamLogits(nn.Module):
+    """A SIAM model seen as a classifier: its ``output`` ``(N, O)`` are the logits."""
+
+    def __init__(self, siam: SiamModel):
+        super().__init__()
+        self.siam = siam
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.siam(x).output
+
+
+def _siam_in_odd_state() -> SiamModel:
+    """A 5-class SIAM model on ``tiny_cnn`` cut after its second conv, in a mixed state."""
+    backbone = _model_in_odd_state()
+    config = SiamConfig(
+        attributes=["a", "b", "c"],
+        outputs=[f"class {i}" for i in range(5)],
+        task="classification",
+        layer="4",
+        size=48,
+    )
+    before = snapshot(backbone)
+    siam = SiamModel(config, LoadedModel.wrap(backbone))
+    assert_unchanged(before, backbone)  # building probes the trunk and gives it back
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        siam.head.weight.copy_(torch.randn(siam.head.weight.shape, generator=g))
+        siam.head.bias.copy_(torch.randn(siam.head.bias.shape, generator=g))
+    siam.head.train()
+    siam.head.attr.eval()
+    siam.head.bias.requires_grad_(False)
+    return siam
+
+
+def test_siam_explain_leaves_model_unchanged_also_when_forward_raises():
+    siam = _siam_in_odd_state()
+    before = snapshot(siam)
+    x = _x()
+    expl = siam.explain(x)
+    assert_unchanged(before, siam)
+    assert expl.maps.shape == (2, 3, 48, 48) and expl.error() < 1e-5
+    siam.trunk.net[3].mode = "forward"
+    with pytest.raises(RuntimeError, match="injected"):
+        siam.explain(x)
+    assert_unchanged(before, siam)
+    siam.trunk.net[3].mode = "off"
+    torch.testing.assert_close(siam.explain(x).contributions, expl.contributions)
+
+
+# CAM needs GAP feeding a linear layer; excitation backprop has no rule for the head's maths.
+REFUSED_ON_SIAM = {"cam", "excitation_backprop", "contrastive_excitation_backprop"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_on_siam_model_works_or_refuses_and_leaves_it_unchanged(method):
+    net = SiamLogits(_siam_in_odd_state())
+    before = snapshot(net)
+    if method in REFUSED_ON_SIAM:
+        with pytest.raises(cl.MethodError):
+            cl.attribute(net, _x(), method, target=[[1, 3], [0, 4]])
+    else:
+        e = cl.attribute(net, _x(), method, target=[[1, 3], [0, 4]])
+        assert e.maps.shape == (2, 2, 48, 48)
+        assert torch.isfinite(e.maps).all()
+    assert_unchanged(before, net)
+
+
+# ----------------------------------------------------------------------------- layer listing
+
+
+def test_layer_listing_leaves_model_unchanged_also_when_forward_raises():
+    net = _model_in_odd_state()
+    before = snapshot(net)
+    names = [info.name for info in cl.layers(net)]
+    assert names[:3] == ["0", "1", "2"] and default_layer(net) == "5"
+    assert_unchanged(before, net)
+    net[3].mode = "forward"
+    with pytest.raises(RuntimeError, match="injected"):
+        cl.layers(net)
+    with pytest.raises(RuntimeError, match="injected"):
+        trace_layers(net, (48, 48))
+    assert_unchanged(before, net)
+
+
+def test_layer_listing_of_a_siam_model_leaves_it_unchanged():
+    siam = _siam_in_odd_state()
+    before = snapshot(siam)
+    infos = {info.name: info for info in trace_layers(siam, (48, 48))}
+    assert infos["trunk.net.4"].output_shape == (6, 24, 24)
+    assert infos["head.attr"].output_shape == (3, 24, 24)
+    assert infos["trunk.net.8"].output_shape is None  # the trunk stops after its layer
+    assert_unchanged(before, siam)

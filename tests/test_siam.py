@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnlens.core.hooks import hook_count
 from cnnlens.datasets import scenic as sc
 from cnnlens.models.base import LoadedModel
 from cnnlens.siam import (
@@ -19,14 +20,16 @@ from cnnlens.siam import (
     SiamModel,
     TrainSettings,
     attribute_pointing,
+    extract_features,
     load_checkpoint,
+    predict,
     r2_score,
     read_csv,
     render_explanation,
     save_checkpoint,
     train,
 )
-from cnnlens.siam.evaluate import weight_recovery
+from cnnlens.siam.evaluate import effective_weights, weight_recovery
 from cnnlens.siam.page import curve_png
 
 K = 3
@@ -180,6 +183,41 @@ def test_trunk_leaves_no_hooks_and_stops_early():
     handle.remove()
     assert feats.shape == (1, 5, 8, 8) and calls == [1]
     assert not any(m._forward_hooks for m in model.trunk.net.modules())
+
+
+def test_effective_weights_by_hand():
+    """Templates pooling: a uniform map of 1 pools to mean(|tau_kt|), so W_eff = sum_t W_kt mean."""
+    model = _tiny_model(pooling="templates", templates=2)
+    with torch.no_grad():
+        model.head.templates[:, 0] = 2.0
+        model.head.templates[:, 1] = -0.5  # used as |tau| = 0.5
+        model.head.weight.copy_(torch.tensor([[[1.0, 4.0], [-1.0, 2.0], [0.5, 0.0]]]))
+    expected = torch.tensor([2.0 + 2.0, -2.0 + 1.0, 1.0])
+    torch.testing.assert_close(model.head.effective_weights(0), expected)
+    torch.testing.assert_close(effective_weights(model), expected)
+    torch.testing.assert_close(model.explain(torch.randn(1, 3, 16, 16)).weights[0], expected)
+
+
+def test_features_predict_and_explain_give_the_model_back_as_it_came():
+    model = _tiny_model()
+    model.train()
+    model.trunk.net[0].eval()  # a mixed state must survive
+    model.head.bias.requires_grad_(False)
+    state = lambda: (  # noqa: E731
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        hook_count(model),
+    )
+    before = state()
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    feats = extract_features(model, images, batch_size=2)
+    assert feats.shape == (3, 5, 8, 8) and state() == before
+    assert predict(model, SiamData(images))["output"].shape == (3, 1) and state() == before
+    model.explain(torch.randn(1, 3, 16, 16))
+    assert state() == before
+    with pytest.raises(RuntimeError):  # 4 channels into a 3-channel conv
+        model.explain(torch.randn(1, 4, 16, 16))
+    assert state() == before
 
 
 # ----------------------------------------------------------------------------- training

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import importlib
 
+# ``cnnlens.report`` is both a subpackage and the public function ``cl.report``. Importing
+# the (light) subpackage here, then binding the function, keeps the function: a later
+# import of a ``cnnlens.report.*`` module no longer rebinds the name.
+from .report import report
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute or None for the module itself)
@@ -35,7 +40,6 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Preprocess": (".models", "Preprocess"),
     "list_models": (".models", "list_models"),
     "load_model": (".models", "load_model"),
-    "report": (".report", "report"),
     "analysis": (".analysis", None),
     "datasets": (".datasets", None),
     "evaluation": (".evaluation", None),
@@ -43,7 +47,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "siam": (".siam", None),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "report"])
 
 
 def __getattr__(name: str):

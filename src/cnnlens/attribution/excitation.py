@@ -59,12 +59,14 @@ are linear in the seed: subtracting at ``layer`` equals subtracting higher up.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import MethodError
-from ..core.hooks import out_of_place
+from ..core.hooks import attached, out_of_place
 from ..core.registry import register
 from ..core.targets import resolve_targets
 from ..core.tensors import MethodOutput, upsample
@@ -158,8 +160,20 @@ class _Excite(torch.autograd.Function):
         return torch.where(xp > 0, gx, torch.zeros_like(gx)), None, None
 
 
-def _install(net: nn.Module, state: State, layer: str | None) -> list:
-    """Register every EB hook on ``net``; returns the handles."""
+def excitation_hooks(
+    net: nn.Module, state: State, layer: str | None
+) -> Iterator[tuple[nn.Module, Callable, str]]:
+    """Every EB hook of ``net`` as ``(module, hook, kind)`` triples for ``attached``.
+
+    Args:
+        net: the model.
+        state: what the hooks of this call share.
+        layer: dotted name whose output is recorded (``None``: the input).
+
+    Yields:
+        A forward pre-hook refusing each module EB has no rule for, a forward hook
+        per linear layer, BatchNorm and ReLU6-like gate, and the recording hook.
+    """
 
     def emit(x, out, site):
         y = _Excite.apply(x, out.detach(), site)
@@ -218,19 +232,17 @@ def _install(net: nn.Module, state: State, layer: str | None) -> list:
             state.sites[id(copy)] = (copy, *entry[1:])
         return copy
 
-    handles = []
     for name, m in net.named_modules():
         if unsupported(m):
-            handles.append(m.register_forward_pre_hook(refuse(name)))
+            yield m, refuse(name), "forward_pre"
         elif isinstance(m, (nn.Linear, nn.Conv2d)):
-            handles.append(m.register_forward_hook(linear_hook(name)))
+            yield m, linear_hook(name), "forward"
         elif isinstance(m, BN):
-            handles.append(m.register_forward_hook(bn_hook(name)))
+            yield m, bn_hook(name), "forward"
         elif isinstance(m, nn.Hardtanh):
-            handles.append(m.register_forward_hook(gate_hook))
+            yield m, gate_hook, "forward"
     if layer is not None:
-        handles.append(net.get_submodule(layer).register_forward_hook(record))
-    return handles
+        yield net.get_submodule(layer), record, "forward"
 
 
 def scale_op(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -252,10 +264,8 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
     name = pick_layer(model, x, layer) if layer is not None or contrastive else None
     xg = x.detach().requires_grad_(True)
     state = State(xg, _black(model, x))
-    with out_of_place(net.modules()):
-        handles = []
+    with out_of_place(net.modules()), attached(excitation_hooks(net, state, name)):
         try:
-            handles = _install(net, state, name)
             logits = net(xg)
             targets = resolve_targets(target, x.shape[0], logits)
             entry = state.sites.get(id(logits))
@@ -289,8 +299,6 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
         finally:
             state.sites.clear()  # no reference cycles through the graph
             state.layer_out = state.layer_copy = None
-            for h in handles:
-                h.remove()
     out = upsample(torch.stack(maps, dim=1), tuple(x.shape[-2:])).detach()
     return MethodOutput(out, targets, {"layer": name, "classifier": top.name})
 
@@ -317,4 +325,10 @@ def contrastive_excitation_backprop(
     return mwp_maps(model, x, target, layer, contrastive=True)
 
 
-__all__ = ["contrastive_excitation_backprop", "excitation_backprop", "mwp_maps", "unsupported"]
+__all__ = [
+    "contrastive_excitation_backprop",
+    "excitation_backprop",
+    "excitation_hooks",
+    "mwp_maps",
+    "unsupported",
+]

@@ -26,13 +26,14 @@ ordinary gradient. A model with no activation module at all is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..core.errors import MethodError
-from ..core.hooks import out_of_place
+from ..core.hooks import attached, out_of_place
 from ..core.registry import register
 from ..core.tensors import MethodOutput
 from .gradient import check_reduce, input_gradients, reduce_per_target
@@ -84,8 +85,17 @@ class _Rectified(torch.autograd.Function):
 
 
 @contextmanager
-def modified_backward(net: nn.Module, guided: bool):
-    """Within the block, activation modules of ``net`` backpropagate by the chosen rule."""
+def modified_backward(net: nn.Module, guided: bool) -> Iterator[int]:
+    """Within the block, activation modules of ``net`` backpropagate by the chosen rule.
+
+    Args:
+        net: the model.
+        guided: guided backprop's rule (True) or deconvnet's (False).
+
+    Yields:
+        The number of activation modules hooked. Hooks and in-place flags are
+        restored on exit, exceptions (also while attaching) included.
+    """
     acts = [m for m in net.modules() if isinstance(m, ACTIVATIONS)]
     if not acts:
         raise MethodError(
@@ -94,19 +104,12 @@ def modified_backward(net: nn.Module, guided: bool):
             "activations called as functions (F.relu, torch.relu) cannot be intercepted "
             "without patching torch. Use 'gradient' or a model built from nn.ReLU modules."
         )
-    handles = []
 
     def hook(module, args, output):
         return _Rectified.apply(args[0], output, lambda z: local_slope(module, z), guided)
 
-    with out_of_place(acts):
-        try:
-            for m in acts:
-                handles.append(m.register_forward_hook(hook))
-            yield len(acts)
-        finally:
-            for h in handles:
-                h.remove()
+    with out_of_place(acts), attached((m, hook) for m in acts):
+        yield len(acts)
 
 
 def _modified_gradient(model, x, target, reduce, guided) -> MethodOutput:

@@ -19,32 +19,34 @@ from torch import nn
 
 from .names import resolve_layer
 
-_REGISTER = {
-    "forward": nn.Module.register_forward_hook,
-    "forward_pre": nn.Module.register_forward_pre_hook,
-    "full_backward": nn.Module.register_full_backward_hook,
-    "full_backward_pre": nn.Module.register_full_backward_pre_hook,
-}
+KINDS = ("forward", "forward_pre", "full_backward", "full_backward_pre")
 
 
 @contextmanager
 def attached(hooks: Iterable[tuple], *, kind: str = "forward") -> Iterator[None]:
     """Attach hooks to modules for the block; remove every one of them in ``finally``.
 
+    Each hook is registered with the module's own ``register_<kind>_hook`` method,
+    and the handles are removed in reverse order.
+
     Args:
         hooks: ``(module, fn)`` pairs, or ``(module, fn, kind)`` triples to mix kinds.
             It may be a generator: it is consumed inside the ``try``, so when it (or
-            a registration) raises half-way, the hooks already attached are removed.
+            a registration) raises half-way, the hooks already attached are removed
+            and the exception propagates.
         kind: ``"forward"`` (default), ``"forward_pre"``, ``"full_backward"`` or
             ``"full_backward_pre"``, for pairs that do not name their own.
+
+    Raises:
+        ValueError: for a kind not in :data:`KINDS`.
     """
     handles = []
     try:
         for item in hooks:
             module, fn, which = item if len(item) == 3 else (*item, kind)
-            if which not in _REGISTER:
-                raise ValueError(f"hook kind must be one of {', '.join(_REGISTER)}, got {which!r}")
-            handles.append(_REGISTER[which](module, fn))
+            if which not in KINDS:
+                raise ValueError(f"hook kind must be one of {', '.join(KINDS)}, got {which!r}")
+            handles.append(getattr(module, f"register_{which}_hook")(fn))
         yield
     finally:
         for h in reversed(handles):

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..core import progress
-from ..core.hooks import preserved
+from ..core.hooks import attached, preserved
 from ..core.names import resolve_layer
 from ..methods import attribute, get_method
 from ..models.base import LoadedModel
@@ -56,24 +56,33 @@ def _owns_parameters(m: nn.Module) -> bool:
 def forward_order(net: nn.Module, x: torch.Tensor, names: list[str]) -> list[str]:
     """``names`` sorted by when the forward pass on ``x`` first enters each module.
 
-    Hooks go on a deep copy; names never called are refused.
+    Hooks go on a deep copy, scoped by :func:`~cnnlens.core.hooks.attached`.
+
+    Args:
+        net: the model (left untouched).
+        x: ``(N, 3, H, W)`` input; only its first image runs.
+        names: dotted module names inside ``net``.
+
+    Returns:
+        ``names`` in first-call order.
+
+    Raises:
+        ValueError: when some of ``names`` never run in the forward pass.
     """
     probe = copy.deepcopy(net)
     modules = dict(probe.named_modules())
     seen: list[str] = []
-    handles = []
-    for name in names:
-        handles.append(
-            modules[name].register_forward_pre_hook(
-                lambda m, args, name=name: None if name in seen else seen.append(name)
-            )
-        )
-    try:
-        with preserved(probe), torch.no_grad():
-            probe(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+
+    def make(name: str):
+        def hook(module, args):
+            if name not in seen:
+                seen.append(name)
+
+        return hook
+
+    pairs = ((modules[name], make(name)) for name in names)
+    with attached(pairs, kind="forward_pre"), preserved(probe), torch.no_grad():
+        probe(x[:1])
     missing = [n for n in names if n not in seen]
     if missing:
         raise ValueError(f"layers never run in the forward pass: {', '.join(missing)}")

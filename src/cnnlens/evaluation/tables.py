@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 from pathlib import Path
 
@@ -11,8 +10,10 @@ import numpy as np
 import torch
 
 from ..colormaps import overlay
+from ..core.atomic import write_json_atomic, write_text_atomic
 from ..io import data_uri
-from ..report.serialize import json_safe, write_json_atomic, write_text_atomic
+from ..report.serialize import json_safe
+from ..report.templating import render
 
 # (key, header, better): "up" = higher is better, "down" = lower is better
 COLUMNS = [
@@ -31,6 +32,9 @@ COLUMNS = [
     ("cue_clean", "cue share (clean)", "down"),
     ("seconds_per_image", "s / image", "down"),
 ]
+ARROWS = {"up": "↑", "down": "↓"}
+# reference rows, left out when picking the best value of a column
+BASELINES = ("centre", "random")
 
 
 def _fmt(key: str, value) -> str:
@@ -49,8 +53,7 @@ def present_columns(rows: list[dict]) -> list[tuple[str, str, str]]:
 def markdown(result, date: str | None = None) -> str:
     """The method x metric table in Markdown, with a line on how it was made."""
     cols = present_columns(result.rows)
-    arrows = {"up": "↑", "down": "↓"}
-    head = "| method | " + " | ".join(f"{h} {arrows[b]}" for _, h, b in cols) + " |"
+    head = "| method | " + " | ".join(f"{h} {ARROWS[b]}" for _, h, b in cols) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
     for r in result.rows:
         cells = [_fmt(k, r.get(k)) for k, _, _ in cols]
@@ -68,6 +71,7 @@ def markdown(result, date: str | None = None) -> str:
 
 
 def to_json(result) -> dict:
+    """The result as a JSON-safe dict: suite, settings, rows, failures and seconds."""
     return json_safe(
         {
             "suite": result.suite,
@@ -92,62 +96,66 @@ def _outlined(image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return arr
 
 
-def html_page(result, date: str | None = None) -> str:
-    """A self-contained page: the table (best value per column in bold) and example maps."""
-    esc = html.escape
-    cols = present_columns(result.rows)
+def _best_values(rows: list[dict], cols: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Per column the best finite value among the methods (the baselines excluded)."""
     best = {}
     for k, _, better in cols:
-        vals = [r.get(k) for r in result.rows if r["method"] not in ("centre", "random")]
+        vals = [r.get(k) for r in rows if r["method"] not in BASELINES]
         vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
         if vals:
             best[k] = max(vals) if better == "up" else min(vals)
-    head = "".join(f"<th>{esc(h)} {'↑' if b == 'up' else '↓'}</th>" for _, h, b in cols)
-    body = []
+    return best
+
+
+def _example_rows(examples: dict) -> list[dict]:
+    """Per example image: the image with its evidence outlined, and each method's overlay."""
+    if not examples.get("maps"):
+        return []
+    out = []
+    for i in range(examples["images"].shape[0]):
+        img = examples["images"][i]
+        maps = [
+            (m, data_uri(overlay(img, per_image[i].numpy(), alpha=0.6)))
+            for m, per_image in examples["maps"].items()
+        ]
+        out.append({"image": data_uri(_outlined(img, examples["masks"][i])), "maps": maps})
+    return out
+
+
+def html_page(result, date: str | None = None) -> str:
+    """A self-contained page: the table (best value per column in bold) and example maps.
+
+    Args:
+        result: a benchmark result (``suite``, ``rows``, ``failures``, ``examples``,
+            ``settings``, ``seconds``).
+        date: shown under the title; default today.
+
+    Returns:
+        The HTML text (rendered from ``report/templates/benchmark.html.j2``).
+    """
+    cols = present_columns(result.rows)
+    best = _best_values(result.rows, cols)
+    rows = []
     for r in result.rows:
         cells = []
         for k, _, _ in cols:
             v = r.get(k)
-            text = esc(_fmt(k, v))
-            strong = k in best and v == best[k] and r["method"] not in ("centre", "random")
-            cells.append(f"<td>{'<b>' + text + '</b>' if strong else text}</td>")
-        body.append(f"<tr><th>{esc(r['method'])}</th>{''.join(cells)}</tr>")
-    ex = result.examples
-    grid = []
-    if ex.get("maps"):
-        methods = list(ex["maps"])
-        grid.append("<tr><th>image</th>" + "".join(f"<th>{esc(m)}</th>" for m in methods) + "</tr>")
-        for i in range(ex["images"].shape[0]):
-            img = ex["images"][i]
-            cells = [f"<td><img src='{data_uri(_outlined(img, ex['masks'][i]))}' alt='image'></td>"]
-            for m in methods:
-                pic = overlay(img, ex["maps"][m][i].numpy(), alpha=0.6)
-                cells.append(f"<td><img src='{data_uri(pic)}' alt='{esc(m)}'></td>")
-            grid.append("<tr><th>" + str(i) + "</th>" + "".join(cells) + "</tr>")
-    fails = "".join(
-        f"<li><b>{esc(f['method'])}</b>: {esc(f['error'])}</li>" for f in result.failures
+            strong = k in best and v == best[k] and r["method"] not in BASELINES
+            cells.append((_fmt(k, v), strong))
+        rows.append({"method": r["method"], "cells": cells})
+    return render(
+        "benchmark.html.j2",
+        title=f"cnnlens benchmark: {result.suite}",
+        date=date or _dt.date.today().isoformat(),
+        n_test=result.settings.get("n_test", "?"),
+        seconds=result.seconds,
+        columns=[(h, ARROWS[b]) for _, h, b in cols],
+        rows=rows,
+        failures=result.failures,
+        map_methods=list(result.examples.get("maps") or []),
+        examples=_example_rows(result.examples),
+        settings=", ".join(f"{k}={v}" for k, v in result.settings.items()),
     )
-    settings = esc(", ".join(f"{k}={v}" for k, v in result.settings.items()))
-    title = f"cnnlens benchmark: {result.suite}"
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{esc(title)}</title><style>
-body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}
-table{{border-collapse:collapse;margin:12px 0}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-th{{background:#f4f4f4}} .maps img{{width:112px;image-rendering:pixelated}}
-.maps td{{padding:2px}} p.small{{color:#666;font-size:12px}}
-</style></head><body>
-<h1>{esc(title)}</h1>
-<p>{esc(date or _dt.date.today().isoformat())}; {esc(str(result.settings.get("n_test", "?")))}
-test images; {result.seconds:.0f} s in total. Bold: best method per column (baselines
-excluded). Arrows say which direction is better.</p>
-<table id="metrics"><tr><th>method</th>{head}</tr>{"".join(body)}</table>
-{"<h2>Failures</h2><ul>" + fails + "</ul>" if fails else ""}
-<h2>Example maps</h2><p class="small">Ground-truth evidence outlined in green.</p>
-<table class="maps">{"".join(grid)}</table>
-<h2>Settings</h2><p class="small">{settings}</p>
-</body></html>
-"""
 
 
 def write_outputs(result, out_dir: str | Path, date: str | None = None) -> dict[str, Path]:

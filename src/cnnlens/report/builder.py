@@ -14,20 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..core.atomic import write_json_atomic, write_text_atomic
 from ..core.explanation import Explanation
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Prediction
 from . import views
-from .serialize import (
-    extras_subset,
-    json_safe,
-    write_json_atomic,
-    write_maps_npz,
-    write_text_atomic,
-)
+from .serialize import extras_subset, json_safe, write_maps_npz
+from .templating import render
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.html.j2"
 
 
@@ -177,14 +171,8 @@ def _results(
 
 
 def _render(context: dict[str, Any]) -> str:
-    """Render the HTML template with autoescaping on."""
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template(TEMPLATE_NAME).render(**context)
+    """Render the report template (autoescaped, see :mod:`cnnlens.report.templating`)."""
+    return render(TEMPLATE_NAME, **context)
 
 
 def build_report(

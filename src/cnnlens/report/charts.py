@@ -3,10 +3,10 @@
 :func:`line_chart` draws several named series against a shared (or per-series)
 x axis: axes with round-numbered ticks and light grid lines, axis labels, a
 title and a legend. Missing values (``None``, NaN, infinities) break a line
-instead of being drawn. Every piece of text (series names, labels, title,
-colours) is XML-escaped, so the SVG can be inlined in an HTML page or saved as
-a file as is. The output depends only on the arguments (no randomness, no
-clock), so charts can be compared in tests.
+instead of being drawn. The drawing renders from ``templates/line_chart.svg.j2``:
+every piece of text (series names, labels, title, colours) is XML-escaped, so the
+SVG can be inlined in an HTML page or saved as a file as is. The output depends
+only on the arguments (no randomness, no clock), so charts can be compared in tests.
 
 Tick positions follow the usual "nice numbers" rule: the step is 1, 2, 2.5 or
 5 times a power of ten, chosen so that about ``ticks`` intervals cover the data,
@@ -16,12 +16,11 @@ and the axis is widened to whole steps.
 from __future__ import annotations
 
 import hashlib
-import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..core.atomic import write_bytes_atomic
+from .templating import render, write_rendered
 
 PALETTE = (
     "#1f77b4",
@@ -35,10 +34,6 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _num(v) -> float:
@@ -111,6 +106,21 @@ def _parse_series(series, x) -> list[tuple[str, list[float], list[float]]]:
             raise ValueError(f"series {name!r}: {len(ys)} values for {len(xs)} x positions")
         out.append((str(name), xs, ys))
     return out
+
+
+def _finite_runs(xs: list[float], ys: list[float]) -> list[list[tuple[float, float]]]:
+    """The runs of consecutive points where both coordinates are finite (a gap ends a run)."""
+    runs: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
+    for xv, yv in zip(xs, ys):
+        if math.isfinite(xv) and math.isfinite(yv):
+            current.append((xv, yv))
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
 
 
 def _limits(values: list[float], given) -> tuple[float, float]:
@@ -189,108 +199,47 @@ def line_chart(
     def py(v: float) -> float:
         return top + (y_hi - v) / (y_hi - y_lo) * ph
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11" role="img">',
-        f"<title>{_esc(title or 'line chart')}</title>",
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-    ]
-    if title:
-        parts.append(
-            f'<text x="{left + pw / 2:.1f}" y="18" text-anchor="middle" font-size="13" '
-            f'font-weight="bold">{_esc(title)}</text>'
-        )
-    for t in yt:
-        y = py(t)
-        parts.append(
-            f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + pw:.1f}" y2="{y:.1f}" '
-            'stroke="#e5e5e5"/>'
-        )
-        parts.append(
-            f'<line x1="{left - 4:.1f}" y1="{y:.1f}" x2="{left:.1f}" y2="{y:.1f}" stroke="#333"/>'
-        )
-        parts.append(
-            f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end" class="ytick">'
-            f"{_esc(yfmt.format(t))}</text>"
-        )
-    for t in xt:
-        xv = px(t)
-        parts.append(
-            f'<line x1="{xv:.1f}" y1="{top:.1f}" x2="{xv:.1f}" y2="{top + ph:.1f}" '
-            'stroke="#e5e5e5"/>'
-        )
-        parts.append(
-            f'<line x1="{xv:.1f}" y1="{top + ph:.1f}" x2="{xv:.1f}" y2="{top + ph + 4:.1f}" '
-            'stroke="#333"/>'
-        )
-        parts.append(
-            f'<text x="{xv:.1f}" y="{top + ph + 16:.1f}" text-anchor="middle" class="xtick">'
-            f"{_esc(xfmt.format(t))}</text>"
-        )
-    parts.append(
-        f'<rect x="{left:.1f}" y="{top:.1f}" width="{pw:.1f}" height="{ph:.1f}" fill="none" '
-        'stroke="#333"/>'
-    )
-    if xlabel:
-        parts.append(
-            f'<text x="{left + pw / 2:.1f}" y="{top + ph + 32:.1f}" text-anchor="middle">'
-            f"{_esc(xlabel)}</text>"
-        )
-    if ylabel:
-        cy = top + ph / 2
-        parts.append(
-            f'<text x="12" y="{cy:.1f}" text-anchor="middle" '
-            f'transform="rotate(-90 12 {cy:.1f})">{_esc(ylabel)}</text>'
-        )
     # ids must be unique within an HTML page holding several charts: derive one from the data
     key = repr((parsed, width, height, x_lo, x_hi, y_lo, y_hi, title)).encode()
-    clip = "plot-" + hashlib.sha1(key).hexdigest()[:10]
-    parts.append(
-        f'<clipPath id="{clip}"><rect x="{left - 4:.1f}" y="{top - 4:.1f}" '
-        f'width="{pw + 8:.1f}" height="{ph + 8:.1f}"/></clipPath><g clip-path="url(#{clip})">'
-    )
+    drawn = []
     for k, (name, xs, ys) in enumerate(parsed):
-        color = _esc(palette[k % len(palette)])
-        segments, current = [], []
-        for xv, yv in zip(xs, ys):
-            if math.isfinite(xv) and math.isfinite(yv):
-                current.append((px(xv), py(yv)))
-            elif current:
-                segments.append(current)
-                current = []
-        if current:
-            segments.append(current)
-        parts.append(f'<g class="series" data-name="{_esc(name)}">')
-        for seg in segments:
-            pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in seg)
-            parts.append(
-                f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>'
-            )
-            if markers:
-                parts.extend(
-                    f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>' for a, b in seg
-                )
-        parts.append("</g>")
-    parts.append("</g>")
-    lx = left + pw + 14
-    for k, (name, _, _) in enumerate(parsed):
-        color = _esc(palette[k % len(palette)])
-        ly = top + 8 + 16 * k
-        parts.append(
-            f'<line x1="{lx:.1f}" y1="{ly:.1f}" x2="{lx + 18:.1f}" y2="{ly:.1f}" '
-            f'stroke="{color}" stroke-width="2"/>'
+        segments = [[(px(a), py(b)) for a, b in seg] for seg in _finite_runs(xs, ys)]
+        drawn.append(
+            {
+                "name": name,
+                "color": palette[k % len(palette)],
+                "legend_y": top + 8 + 16 * k,
+                "segments": [
+                    {
+                        "points": " ".join(f"{a:.1f},{b:.1f}" for a, b in seg),
+                        "dots": seg if markers else [],
+                    }
+                    for seg in segments
+                ],
+            }
         )
-        parts.append(f'<text x="{lx + 24:.1f}" y="{ly + 4:.1f}" class="legend">{_esc(name)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return render(
+        "line_chart.svg.j2",
+        width=width,
+        height=height,
+        title=title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        left=left,
+        top=top,
+        pw=pw,
+        ph=ph,
+        yticks=[(py(t), yfmt.format(t)) for t in yt],
+        xticks=[(px(t), xfmt.format(t)) for t in xt],
+        clip="plot-" + hashlib.sha1(key).hexdigest()[:10],
+        series=drawn,
+        legend_x=left + pw + 14,
+    )
 
 
 def save_svg(svg: str, path: str | Path) -> Path:
     """Write SVG text to ``path`` atomically (parent folders are created)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, svg.encode("utf-8"))
-    return target
+    return write_rendered(path, svg)
 
 
 __all__ = ["PALETTE", "line_chart", "nice_ticks", "save_svg"]

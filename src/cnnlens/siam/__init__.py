@@ -6,7 +6,8 @@ explanations within CNNs", ICCV workshops 2019, arXiv 1909.08442. A backbone fee
 each pooled and combined linearly into the output, so every prediction is exactly
 ``bias + sum_k contribution_k`` and each contribution comes with its map.
 
-* :mod:`.model`: :class:`SiamConfig`, :class:`SiamModel` (trunk + head), the maths;
+* :mod:`.head`: :class:`SiamConfig`, :class:`SiamHead`, :class:`SiamOutput`, the maths;
+* :mod:`.model`: :class:`Trunk` and :class:`SiamModel` (trunk + head);
 * :mod:`.train`: multi-task training, feature caching, checkpoints and resume;
 * :mod:`.data`: image folder + CSV loader for real attribute datasets;
 * :mod:`.evaluate`: R^2, presence AUC, attribute pointing game, weight recovery;
@@ -17,7 +18,8 @@ each pooled and combined linearly into the output, so every prediction is exactl
 from .data import CsvData, read_csv, scenes_to_data
 from .evaluate import SiamScores, attribute_pointing, evaluate_scenic, predict, r2_score
 from .explain import SiamExplanation, explain
-from .model import SiamConfig, SiamHead, SiamModel, SiamOutput, Trunk, build
+from .head import SiamConfig, SiamHead, SiamOutput
+from .model import SiamModel, Trunk, build
 from .page import curve_png, render_explanation, write_explanation
 from .scenic import ScenicRun, fit_scenic
 from .train import (

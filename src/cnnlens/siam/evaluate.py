@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.hooks import preserved
 from ..evaluation.pointing import pointing_hits
 from .model import SiamModel
 from .train import SiamData, images_to_input
@@ -31,16 +32,19 @@ from .train import SiamData, images_to_input
 
 @torch.no_grad()
 def predict(model: SiamModel, data: SiamData, batch_size: int = 128) -> dict[str, torch.Tensor]:
-    """``output (N, O)``, ``presence (N, K)``, ``maps (N, K, h, w)``, ``contributions``."""
-    model.eval()
+    """``output (N, O)``, ``presence (N, K)``, ``maps (N, K, h, w)``, ``contributions (N, O, K)``.
+
+    Runs in eval mode; the model's training flags are restored afterwards.
+    """
     parts: dict[str, list[torch.Tensor]] = {}
-    for i in range(0, len(data), batch_size):
-        x = data.inputs[i : i + batch_size]
-        device = next(model.head.parameters()).device
-        feats = model.trunk(images_to_input(model, x)) if data.are_images else x.to(device)
-        out = model.head(feats)
-        for key in ("output", "presence", "maps", "contributions"):
-            parts.setdefault(key, []).append(getattr(out, key).cpu())
+    with preserved(model, freeze=False):
+        for i in range(0, len(data), batch_size):
+            x = data.inputs[i : i + batch_size]
+            device = next(model.head.parameters()).device
+            feats = model.trunk(images_to_input(model, x)) if data.are_images else x.to(device)
+            out = model.head(feats)
+            for key in ("output", "presence", "maps", "contributions"):
+                parts.setdefault(key, []).append(getattr(out, key).cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -101,12 +105,11 @@ def attribute_pointing(
 
 
 def effective_weights(model: SiamModel, output: int = 0) -> torch.Tensor:
-    """``(K,)`` output change per unit of a uniform attribute map (module docstring)."""
-    head = model.head
-    w = head.weight[output].detach()
-    if model.config.pooling == "templates":
-        return (w * head.template_values().detach().mean(dim=(2, 3))).sum(-1)
-    return w[:, 0]
+    """``(K,)`` output change per unit of a uniform attribute map.
+
+    The head's :meth:`~cnnlens.siam.head.SiamHead.effective_weights`, kept here by name.
+    """
+    return model.head.effective_weights(output)
 
 
 @dataclass

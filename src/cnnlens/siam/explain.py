@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .model import SiamModel
+from ..core.hooks import preserved
+from .head import SiamOutput
 
 
 @dataclass
@@ -78,23 +80,24 @@ class SiamExplanation:
 
 
 @torch.no_grad()
-def explain(model: SiamModel, x: torch.Tensor, output: int | None = None) -> SiamExplanation:
+def explain(model: nn.Module, x: torch.Tensor, output: int | None = None) -> SiamExplanation:
     """Decompose the model's outputs for normalised images ``x`` ``(N, 3, S, S)``.
 
+    The forward pass runs in eval mode; the model's training flags are restored
+    afterwards, exceptions included.
+
     Args:
-        model: a :class:`SiamModel`.
+        model: a :class:`~cnnlens.siam.model.SiamModel` (its ``config``, ``head``
+            and a forward returning :class:`~cnnlens.siam.head.SiamOutput`).
         x: input batch, normalised like the backbone expects.
         output: the output to explain; default 0 for regression, the predicted
             class for classification.
-    """
-    from .evaluate import effective_weights
 
-    was = model.training
-    model.eval()
-    try:
-        out = model(x)
-    finally:
-        model.train(was)
+    Returns:
+        A :class:`SiamExplanation` of the ``N`` images (maps at ``S x S``).
+    """
+    with preserved(model, freeze=False):
+        out: SiamOutput = model(x)
     n = x.shape[0]
     if output is not None:
         explained = torch.full((n,), int(output), dtype=torch.long)
@@ -102,7 +105,7 @@ def explain(model: SiamModel, x: torch.Tensor, output: int | None = None) -> Sia
         explained = out.output.argmax(1).cpu()
     else:
         explained = torch.zeros(n, dtype=torch.long)
-    weights = torch.stack([effective_weights(model, o) for o in range(out.output.shape[1])])
+    weights = torch.stack([model.head.effective_weights(o) for o in range(out.output.shape[1])])
     maps = F.interpolate(out.maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return SiamExplanation(
         attributes=list(model.config.attributes),
@@ -116,3 +119,6 @@ def explain(model: SiamModel, x: torch.Tensor, output: int | None = None) -> Sia
         maps=maps,
         explained=explained,
     )
+
+
+__all__ = ["SiamExplanation", "explain"]

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.atomic import write_bytes_atomic
+from ..core.hooks import preserved
 from ..core.progress import task
 from .model import SiamConfig, SiamModel
 
@@ -88,18 +89,16 @@ def images_to_input(model: SiamModel, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_features(model: SiamModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Frozen trunk features ``(N, C, h, w)`` of ``(N, 3, S, S)`` uint8 images (eval mode)."""
-    was = model.trunk.training
-    model.trunk.eval()
+    """Frozen trunk features ``(N, C, h, w)`` of ``(N, 3, S, S)`` uint8 images.
+
+    The trunk runs in eval mode; its training flags are restored afterwards.
+    """
     parts = []
-    try:
-        with task("siam features", len(images)) as advance:
-            for i in range(0, len(images), batch_size):
-                chunk = images[i : i + batch_size]
-                parts.append(model.trunk(images_to_input(model, chunk)))
-                advance(len(chunk))
-    finally:
-        model.trunk.train(was)
+    with preserved(model.trunk, freeze=False), task("siam features", len(images)) as advance:
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            parts.append(model.trunk(images_to_input(model, chunk)))
+            advance(len(chunk))
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
