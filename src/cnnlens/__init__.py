@@ -12,7 +12,7 @@ import importlib
 # ``cnnlens.report`` is both a subpackage and the public function ``cl.report``. Importing
 # the (light) subpackage here, then binding the function, keeps the function: a later
 # import of a ``cnnlens.report.*`` module no longer rebinds the name.
-from .report import report
+from .report import report  # noqa: F401  (public: cl.report)
 
 __version__ = "0.1.0"
 
