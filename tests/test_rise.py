@@ -227,7 +227,7 @@ def test_several_targets_equal_separate_calls_and_batch_equals_single_images():
 
 
 def test_registration_parameters_and_progress():
-    info = cl.registry.get_method("rise")
+    info = cl.get_method("rise")
     assert not info.signed and info.family == "perturbation"
     assert info.defaults == {
         "masks": 4000,

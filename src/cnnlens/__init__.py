@@ -40,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Preprocess": (".models", "Preprocess"),
     "list_models": (".models", "list_models"),
     "load_model": (".models", "load_model"),
+    "progress": (".core.progress", None),
     "analysis": (".analysis", None),
     "datasets": (".datasets", None),
     "evaluation": (".evaluation", None),
