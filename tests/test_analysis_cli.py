@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import cnnlens.cli_analysis  # noqa: F401  (registers the commands)
+import cnnlens.cli.analysis  # noqa: F401  (registers the commands)
 from cnnlens.analysis import open_index
 from cnnlens.cli import app
 

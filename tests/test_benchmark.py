@@ -164,7 +164,7 @@ def test_voc_suite_pairs_every_class_present(tmp_path):
 
 def test_cli_benchmark_writes_the_table(tmp_path, monkeypatch):
     from cnnlens.cli import app
-    from cnnlens.cli_benchmark import parse_params
+    from cnnlens.cli.benchmark import parse_params
 
     assert parse_params(["rise.masks=100", "occlusion.window=8", "gradcam.layer=block4"]) == {
         "rise": {"masks": 100},

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import cnnlens.cli_featurevis  # noqa: F401  (registers the commands)
+import cnnlens.cli.featurevis  # noqa: F401  (registers the commands)
 from cnnlens.cli import app
-from cnnlens.cli_featurevis import parse_indices
+from cnnlens.cli.common import parse_indices
 
 runner = CliRunner()
 

@@ -38,6 +38,23 @@ class ExplainRun:
         """Whether at least one map was computed."""
         return any(torch.isfinite(e.maps).any() for e in self.explanations)
 
+    def error_groups(self) -> list[dict]:
+        """The failures grouped by (method, message), in the order first seen.
+
+        A wrong option (e.g. a ``layer`` CAM cannot use) fails the same way on every
+        image; grouping lets a front end say it once. ``errors`` keeps one record per image.
+
+        Returns:
+            One dict per distinct failure: ``method`` (None for an unreadable file),
+            ``error`` (the message) and ``images`` (the names it happened on, in order).
+        """
+        groups: dict[tuple, dict] = {}
+        for err in self.errors:
+            key = (err["method"], err["error"])
+            group = groups.setdefault(key, {"method": key[0], "error": key[1], "images": []})
+            group["images"].append(err["image"])
+        return list(groups.values())
+
 
 def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
     """``"all"``, a comma-separated string, or a list of names -> validated names."""

@@ -9,20 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .cli import (
-    DEVICE_OPTION,
-    LABELS_OPTION,
-    MODEL_OPTION,
-    TRUST_OPTION,
-    WEIGHTS_OPTION,
-    RichReporter,
-    _fail,
-    _load,
-    app,
-    parse_indices,
-    progress_bar,
-    say,
-)
+from .common import Opt, RichReporter, app, fail, load, parse_indices, progress_bar, say
 
 OUT_OPTION = typer.Option(Path("cnnlens-featurevis"), "--out", "-o", help="Output folder.")
 
@@ -35,23 +22,23 @@ def filters(
     ),
     max_filters: int = typer.Option(64, help="Show at most this many filters per layer."),
     max_inputs: int = typer.Option(32, help="Deeper layers: input channels per filter row."),
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
     out_dir: Path = OUT_OPTION,
 ) -> None:
     """Learned filters as pictures: the first conv layer in colour (normalised jointly and per
     filter), deeper conv layers as grey grids (rows: filters, columns: input channels)."""
-    from .core.errors import CnnlensError
-    from .featurevis.filters import filter_bank
-    from .featurevis.page import Section, write_page
-    from .io import save_png
+    from ..core.errors import CnnlensError
+    from ..featurevis.filters import filter_bank
+    from ..featurevis.page import Section, write_page
+    from ..io import save_png
 
-    loaded = _load(model, weights, trust_checkpoint, None, None)
+    loaded = load(model, weights, trust_checkpoint, None, None)
     for name in layer or [None]:
         try:
             bank = filter_bank(loaded, name)
         except (CnnlensError, ValueError) as e:
-            _fail(str(e))
+            fail(str(e))
         shape = "x".join(map(str, bank.weight.shape))
         sections, saved = [], []
         for norm, label in (("joint", "normalised jointly"), ("filter", "normalised per filter")):
@@ -77,35 +64,35 @@ def activations(
     ),
     max_channels: int = typer.Option(None, help="Show only the strongest channels."),
     normalize: str = typer.Option("joint", help="'joint' (one colour range) or 'channel'."),
-    model: str = MODEL_OPTION,
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
-    labels: Path = LABELS_OPTION,
-    device: str = DEVICE_OPTION,
+    model: str = Opt.model,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
+    labels: Path = Opt.labels,
+    device: str = Opt.device,
     out_dir: Path = OUT_OPTION,
 ) -> None:
     """Every channel of a layer for one image (sorted by mean activation, with values), and an
     overview strip through all stages of the network."""
-    from .core.errors import CnnlensError, ImageError
-    from .featurevis.activations import overview, overview_strip
-    from .featurevis.page import Section, write_page
-    from .featurevis.presets import preset_layer, stages
-    from .io import load_image, save_png
+    from ..core.errors import CnnlensError, ImageError
+    from ..featurevis.activations import overview, overview_strip
+    from ..featurevis.page import Section, write_page
+    from ..featurevis.presets import preset_layer, stages
+    from ..io import load_image, save_png
 
     if normalize not in ("joint", "channel"):
-        _fail(f"--normalize must be 'joint' or 'channel', got {normalize!r}")
+        fail(f"--normalize must be 'joint' or 'channel', got {normalize!r}")
     try:
         img = load_image(image)
     except ImageError as e:
-        _fail(str(e))
-    loaded = _load(model, weights, trust_checkpoint, labels, device)
+        fail(str(e))
+    loaded = load(model, weights, trust_checkpoint, labels, device)
     x = loaded.preprocess(img)
     try:
         chosen = list(layer) if layer else [preset_layer(loaded, "middle")]
         stage_names = stages(loaded, x.shape[-1])
         maps = overview(loaded, x, stage_names + [n for n in chosen if n not in stage_names])
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     by_name = {m.layer: m for m in maps}
     strip = overview_strip([by_name[n] for n in stage_names], loaded.display_images(x)[0])
     stem = image.stem
@@ -164,42 +151,42 @@ def dream(
     image: Path = typer.Option(
         None, help="Start from this photo (resized to --size) instead of noise: DeepDream."
     ),
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
-    labels: Path = LABELS_OPTION,
-    device: str = DEVICE_OPTION,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
+    labels: Path = Opt.labels,
+    device: str = Opt.device,
     out_dir: Path = OUT_OPTION,
 ) -> None:
     """Activation maximisation: images that excite chosen channels, units or classes, all
     rendered in one batch. Writes a PNG grid, a JSON summary and an HTML page per layer."""
-    from .core.errors import CnnlensError, ImageError
-    from .core.progress import reporting
-    from .featurevis import objectives as O
-    from .featurevis.presets import LEVELS, preset_layer
-    from .io import load_image
+    from ..core.errors import CnnlensError, ImageError
+    from ..core.progress import reporting
+    from ..featurevis import objectives as O
+    from ..featurevis.presets import LEVELS, preset_layer
+    from ..io import load_image
 
     if objective not in ("channel", "neuron", "deepdream"):
-        _fail(f"--objective must be channel, neuron or deepdream, got {objective!r}")
+        fail(f"--objective must be channel, neuron or deepdream, got {objective!r}")
     if param not in ("fourier", "pixel", "dense"):
-        _fail(f"--param must be fourier, pixel or dense, got {param!r}")
+        fail(f"--param must be fourier, pixel or dense, got {param!r}")
     if transforms not in ("standard", "none"):
-        _fail(f"--transforms must be standard or none, got {transforms!r}")
+        fail(f"--transforms must be standard or none, got {transforms!r}")
     if sum(x is not None for x in (layer, preset, class_)) != 1:
-        _fail("give exactly one of --layer L, --preset shallow|middle|deep|all, --class K")
+        fail("give exactly one of --layer L, --preset shallow|middle|deep|all, --class K")
     try:
         indices = parse_indices(
             class_ if class_ is not None else channels,
             "--class" if class_ is not None else "--channels",
         )
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     photo = None
     if image is not None:
         try:
             photo = load_image(image)
         except ImageError as e:
-            _fail(str(e))
-    loaded = _load(model, weights, trust_checkpoint, labels, device)
+            fail(str(e))
+    loaded = load(model, weights, trust_checkpoint, labels, device)
     if photo is not None:
         import numpy as np
         import torch
@@ -226,7 +213,7 @@ def dream(
                         (name, [make(name, c) for c in indices], [f"#{c}" for c in indices])
                     )
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     settings = dict(
         steps=steps,
         size=size,
@@ -244,7 +231,7 @@ def dream(
             with bar, reporting(RichReporter(bar)):
                 paths = _dream_layer(loaded, name, objs, short, settings, out_dir)
         except (CnnlensError, ValueError) as e:
-            _fail(str(e))
+            fail(str(e))
         say(f"saved {', '.join(str(p) for p in paths)}")
 
 
@@ -255,12 +242,12 @@ def _dream_layer(
 
     ``short`` holds one short label per objective for the PNG grid (``#7``, ``285 Egyptian cat``).
     """
-    from .featurevis.grid import tile
-    from .featurevis.page import Section, write_page
-    from .featurevis.render import dream as run_dream
-    from .featurevis.render import evaluate
-    from .io import save_png
-    from .report.serialize import write_json_atomic
+    from ..core.atomic import write_json_atomic
+    from ..featurevis.grid import tile
+    from ..featurevis.page import Section, write_page
+    from ..featurevis.render import dream as run_dream
+    from ..featurevis.render import evaluate
+    from ..io import save_png
 
     result = run_dream(loaded, objs, **settings)
     final = evaluate(loaded, objs, result.images).tolist()

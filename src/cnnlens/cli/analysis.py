@@ -7,29 +7,16 @@ from pathlib import Path
 
 import typer
 
-from .cli import (
-    DEVICE_OPTION,
-    LABELS_OPTION,
-    MODEL_OPTION,
-    TRUST_OPTION,
-    WEIGHTS_OPTION,
-    RichReporter,
-    _fail,
-    _load,
-    app,
-    parse_indices,
-    progress_bar,
-    say,
-)
+from .common import Opt, RichReporter, app, fail, load, parse_indices, progress_bar, say
 
 
 def _open(index: Path):
-    from .analysis import IndexFolderError, open_index
+    from ..analysis import IndexFolderError, open_index
 
     try:
         return open_index(index)
     except IndexFolderError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command()
@@ -47,18 +34,18 @@ def index(
     ray: str = typer.Option(
         None, "--ray", help="Run on Ray: 'local', 'auto' or ray://head:10001 (--workers actors)."
     ),
-    model: str = MODEL_OPTION,
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
-    labels: Path = LABELS_OPTION,
-    device: str = DEVICE_OPTION,
+    model: str = Opt.model,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
+    labels: Path = Opt.labels,
+    device: str = Opt.device,
 ) -> None:
     """Stream a folder through the model into a memory-mapped feature index."""
-    from .analysis import build_index
-    from .core import progress
-    from .core.errors import CnnlensError
+    from ..analysis import build_index
+    from ..core import progress
+    from ..core.errors import CnnlensError
 
-    loaded = _load(model, weights, trust_checkpoint, labels, device)
+    loaded = load(model, weights, trust_checkpoint, labels, device)
     names = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
     start = time.perf_counter()
     try:
@@ -69,7 +56,7 @@ def index(
                 ray_address=ray,
             )  # fmt: skip
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     seconds = time.perf_counter() - start
     n_ok = len(idx.ok)
     say(f"indexed {n_ok} of {len(idx)} images into {idx.root} ({n_ok / seconds:.1f} images/s)")
@@ -86,15 +73,15 @@ def patches(
     out_dir: Path = typer.Option(Path("cnnlens-analysis"), "--out", "-o", help="Output folder."),
 ) -> None:
     """Top-k activating patches per unit with their receptive fields; PNG strips + HTML."""
-    from .analysis import write_patch_pages
-    from .core.errors import CnnlensError
+    from ..analysis import write_patch_pages
+    from ..core.errors import CnnlensError
 
     idx = _open(index_dir)
     try:
         page = write_patch_pages(idx, idx.check_layer(layer), parse_indices(units, "--units"),
                                  out_dir, k=k)  # fmt: skip
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     say(f"saved {page}")
 
 
@@ -106,25 +93,25 @@ def neighbours(
     k: int = typer.Option(8, "-k", "--top", help="Neighbours to show."),
     metric: str = typer.Option("cosine", help="cosine or l2."),
     out_file: Path = typer.Option(None, "--out", "-o", help="HTML file."),
-    model: str = MODEL_OPTION,
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
-    device: str = DEVICE_OPTION,
+    model: str = Opt.model,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
+    device: str = Opt.device,
 ) -> None:
     """k nearest images in feature space next to k nearest in pixel space."""
-    from .analysis import nearest, write_neighbours_page
-    from .core.errors import CnnlensError
+    from ..analysis import nearest, write_neighbours_page
+    from ..core.errors import CnnlensError
 
     idx = _open(index_dir)
     q: int | Path = int(query) if query.isdigit() else Path(query)
-    loaded = None if isinstance(q, int) else _load(model, weights, trust_checkpoint, None, device)
+    loaded = None if isinstance(q, int) else load(model, weights, trust_checkpoint, None, device)
     try:
         name = idx.check_layer(layer)
         by_feat, by_pix = nearest(idx, q, name, k, metric, model=loaded)
         target = out_file or Path("cnnlens-analysis") / f"neighbours-{Path(str(q)).stem}.html"
         page = write_neighbours_page(idx, q, by_feat, by_pix, target, name)
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     for title, nb in (("feature", by_feat), ("pixel", by_pix)):
         for e, d in zip(nb.indices[0].tolist(), nb.distances[0].tolist()):
             say(f"{title}\t{d:.4f}\t{idx.paths[e]}")
@@ -141,8 +128,8 @@ def embed(
     out_file: Path = typer.Option(None, "--out", "-o", help="HTML file."),
 ) -> None:
     """2-D map of a layer's features: zoomable scatter and thumbnail grid (HTML)."""
-    from .analysis import embed_index, thumbnail_grid, write_map_page
-    from .core.errors import CnnlensError
+    from ..analysis import embed_index, thumbnail_grid, write_map_page
+    from ..core.errors import CnnlensError
 
     idx = _open(index_dir)
     try:
@@ -162,5 +149,5 @@ def embed(
              "seconds": round(seconds, 2)},
         )  # fmt: skip
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     say(f"{method}: {len(entries)} points in {seconds:.1f} s; saved {page}")

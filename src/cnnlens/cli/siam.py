@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-from .cli import RichReporter, _fail, app, progress_bar, say
-from .core.progress import reporting
+from ..core.progress import reporting
+from .common import RichReporter, app, fail, progress_bar, say
 
 siam_app = typer.Typer(
     no_args_is_help=True,
@@ -34,10 +34,10 @@ def data_cmd(
     seed: int = typer.Option(0, help="Dataset seed."),
 ) -> None:
     """Write synthetic scenicness scenes: images/, masks/, scenic.csv and truth.json."""
-    from .datasets.scenic import ScenicSpec, write_folder
+    from ..datasets.scenic import ScenicSpec, write_folder
 
     if min(n_train, n_val, n_test) < 0 or size < 32:
-        _fail("counts must be >= 0 and --size >= 32")
+        fail("counts must be >= 0 and --size >= 32")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     start = time.perf_counter()
     bar = progress_bar()
@@ -47,13 +47,13 @@ def data_cmd(
 
 
 def _scenic_data(folder: Path | None, split: str, n: int, size: int):
-    from .datasets.scenic import ScenicSpec, read_folder, scenic
+    from ..datasets.scenic import ScenicSpec, read_folder, scenic
 
     if folder is None:
         spec = ScenicSpec(size=size)
         return scenic(n, split, spec), spec
     if not (folder / "truth.json").exists():
-        _fail(f"{folder} has no truth.json: write it with 'cnnlens siam data {folder}'")
+        fail(f"{folder} has no truth.json: write it with 'cnnlens siam data {folder}'")
     return read_folder(folder, split)
 
 
@@ -87,10 +87,10 @@ def train_cmd(
     """Train a SIAM model: attribute presence (BCE) + the target (MSE), Adam, step schedule."""
     import torch
 
-    from .datasets.scenic import ATTRIBUTES
-    from .siam import SiamConfig, SiamModel, TrainSettings, curve_png, read_csv, train
-    from .siam.data import scenes_to_data
-    from .siam.scenic import cached
+    from ..datasets.scenic import ATTRIBUTES
+    from ..siam import SiamConfig, SiamModel, TrainSettings, curve_png, read_csv, train
+    from ..siam.data import scenes_to_data
+    from ..siam.scenic import cached
 
     torch.manual_seed(seed)
     bar = progress_bar()
@@ -98,9 +98,9 @@ def train_cmd(
         with reporting(RichReporter(bar)):
             outputs = ["score"]
             if task_kind not in ("regression", "classification"):
-                _fail(f"--task must be regression or classification, got {task_kind!r}")
+                fail(f"--task must be regression or classification, got {task_kind!r}")
             if data is None and task_kind != "regression":
-                _fail("the synthetic scenes have a regression target; give --data for classes")
+                fail("the synthetic scenes have a regression target; give --data for classes")
             if data is None:
                 scenes, _ = _scenic_data(None, "train", n_train, size)
                 sets, names = [scenes_to_data(scenes)], list(ATTRIBUTES)
@@ -111,7 +111,7 @@ def train_cmd(
                         csv_path, size, target=target, split=_split(csv_path), task_kind=task_kind
                     )
                 except (ValueError, OSError) as e:
-                    _fail(str(e))
+                    fail(str(e))
                 sets, names = [loaded.data], loaded.attributes
                 if loaded.classes:
                     outputs = loaded.classes
@@ -119,7 +119,7 @@ def train_cmd(
                     try:
                         extra = read_csv(attributes_data, size, attributes=names, target=None)
                     except (ValueError, OSError) as e:
-                        _fail(str(e))
+                        fail(str(e))
                     sets.append(extra.data)
             try:
                 config = SiamConfig(
@@ -136,7 +136,7 @@ def train_cmd(
                 )
                 model = SiamModel(config)
             except Exception as e:  # unknown backbone, layer, pooling ...
-                _fail(str(e))
+                fail(str(e))
             settings = TrainSettings(epochs=epochs, lr=lr, freeze=not fine_tune, seed=seed)
             if settings.freeze:
                 sets = [cached(model, s) for s in sets]
@@ -152,7 +152,7 @@ def train_cmd(
                     model, sets, settings, checkpoint=checkpoint, resume=resume, callback=show
                 )
             except ValueError as e:  # a checkpoint of other settings, features for fine-tuning
-                _fail(str(e))
+                fail(str(e))
     curve = curve_png(history, checkpoint.with_suffix(".png"))
     last = history[-1] if history else {}
     losses = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
@@ -167,14 +167,14 @@ def _split(csv_path: Path) -> str | None:
 
 
 def _load_checkpoint(checkpoint: Path):
-    from .siam import load_checkpoint
+    from ..siam import load_checkpoint
 
     if not checkpoint.exists():
-        _fail(f"no checkpoint at {checkpoint}: train one with 'cnnlens siam train -c {checkpoint}'")
+        fail(f"no checkpoint at {checkpoint}: train one with 'cnnlens siam train -c {checkpoint}'")
     try:
         return load_checkpoint(checkpoint)
     except Exception as e:  # a file that is not a SIAM checkpoint
-        _fail(f"{checkpoint} is not a SIAM checkpoint: {e}")
+        fail(f"{checkpoint} is not a SIAM checkpoint: {e}")
 
 
 @siam_app.command("evaluate")
@@ -185,9 +185,9 @@ def evaluate_cmd(
     json_out: Path = typer.Option(None, "--json", help="Also write the numbers as JSON."),
 ) -> None:
     """Acceptance numbers on synthetic test scenes: R2, AUC, pointing game, weight recovery."""
-    from .siam import evaluate_scenic
-    from .siam.data import scenes_to_data
-    from .siam.scenic import cached
+    from ..siam import evaluate_scenic
+    from ..siam.data import scenes_to_data
+    from ..siam.scenic import cached
 
     state = _load_checkpoint(checkpoint)
     model = state["model"]
@@ -195,7 +195,7 @@ def evaluate_cmd(
     with bar, reporting(RichReporter(bar)):
         scenes, spec = _scenic_data(data, "test", n_test, model.config.size)
         if spec.size != model.config.size:
-            _fail(f"the scenes are {spec.size} px but the model takes {model.config.size} px")
+            fail(f"the scenes are {spec.size} px but the model takes {model.config.size} px")
         test = cached(model, scenes_to_data(scenes))
         scores = evaluate_scenic(model, test, scenes, spec.noise)
     for line in scores.lines():
@@ -205,7 +205,7 @@ def evaluate_cmd(
     )
     say(f"weights (true): {weights}")
     if json_out is not None:
-        from .report.serialize import write_json_atomic
+        from ..core.atomic import write_json_atomic
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(json_out, scores.to_dict())
@@ -220,17 +220,17 @@ def explain_cmd(
     out_path: Path = typer.Option(None, "--out", "-o", help="HTML file (default IMAGE.siam.html)."),
 ) -> None:
     """Explain one image: prediction, contributions, attribute maps and the sum check."""
-    from .core.errors import ImageError
-    from .siam import write_explanation
-    from .siam.data import load_rgb, to_tensor
-    from .siam.train import images_to_input
+    from ..core.errors import ImageError
+    from ..siam import write_explanation
+    from ..siam.data import load_rgb, to_tensor
+    from ..siam.train import images_to_input
 
     state = _load_checkpoint(checkpoint)
     model = state["model"]
     try:
         pixels = load_rgb(image, model.config.size)
     except ImageError as e:
-        _fail(str(e))
+        fail(str(e))
     x = images_to_input(model, to_tensor(pixels[None]))
     expl = model.explain(x)
     target = out_path or Path(f"{image.stem}.siam.html")

@@ -6,21 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from .cli import (
-    DEVICE_OPTION,
-    LABELS_OPTION,
-    TRUST_OPTION,
-    WEIGHTS_OPTION,
-    RichReporter,
-    _fail,
-    _load,
-    app,
-    console,
-    progress_bar,
-    say,
-)
+from .common import Opt, RichReporter, app, fail, load, note, progress_bar, say
 
 SUITES = ("planted", "voc", "coco")
 
@@ -63,10 +50,10 @@ def benchmark(
     model: str = typer.Option(
         None, "--model", "-m", help="Model for voc/coco (class names must match the annotations)."
     ),
-    weights: str = WEIGHTS_OPTION,
-    trust_checkpoint: bool = TRUST_OPTION,
-    labels: Path = LABELS_OPTION,
-    device: str = DEVICE_OPTION,
+    weights: str = Opt.weights,
+    trust_checkpoint: bool = Opt.trust,
+    labels: Path = Opt.labels,
+    device: str = Opt.device,
     out_dir: Path = typer.Option(Path("cnnlens-benchmark"), "--out", "-o", help="Output folder."),
     seed: int = typer.Option(0, help="Seed of the data and of stochastic methods."),
     cue_target: str = typer.Option(
@@ -78,22 +65,22 @@ def benchmark(
     """Score every method's maps: pointing game, localisation, relevance mass, deletion and
     insertion, smallest deleting box, sanity check and spurious cue. Writes benchmark.md,
     benchmark.json and benchmark.html; rerun the same command to resume an interrupted run."""
-    from .core.errors import CnnlensError
-    from .core.progress import reporting
-    from .evaluation.sources import coco_suite, planted_suite, voc_suite
-    from .evaluation.suite import CUE_TARGETS, run_benchmark
-    from .evaluation.tables import markdown, write_outputs
-    from .pipeline import resolve_methods
+    from ..core.errors import CnnlensError
+    from ..core.progress import reporting
+    from ..evaluation.sources import coco_suite, planted_suite, voc_suite
+    from ..evaluation.suite import CUE_TARGETS, run_benchmark
+    from ..evaluation.tables import markdown, write_outputs
+    from ..pipeline import resolve_methods
 
     if suite not in SUITES:
-        _fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
+        fail(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
     if cue_target not in CUE_TARGETS:
-        _fail(f"--cue-target must be one of {', '.join(CUE_TARGETS)}, got {cue_target!r}")
+        fail(f"--cue-target must be one of {', '.join(CUE_TARGETS)}, got {cue_target!r}")
     try:
         chosen = resolve_methods(methods)
         params = parse_params(param)
     except (CnnlensError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     bar = progress_bar()
     try:
         with bar, reporting(RichReporter(bar)):
@@ -103,15 +90,15 @@ def benchmark(
                 data = planted_suite(images, val_images, cue_images, seed=seed, train=train)
             else:
                 if model is None:
-                    _fail(f"--suite {suite} needs --model: a classifier of the dataset's classes")
-                loaded = _load(model, weights, trust_checkpoint, labels, device)
+                    fail(f"--suite {suite} needs --model: a classifier of the dataset's classes")
+                loaded = load(model, weights, trust_checkpoint, labels, device)
                 if suite == "voc":
                     if root is None:
-                        _fail("--suite voc needs --root PATH (the VOCdevkit/VOC2007 folder)")
+                        fail("--suite voc needs --root PATH (the VOCdevkit/VOC2007 folder)")
                     data = voc_suite(root, loaded, n_images=images)
                 else:
                     if annotations is None or image_dir is None:
-                        _fail("--suite coco needs --annotations FILE and --image-dir DIR")
+                        fail("--suite coco needs --annotations FILE and --image-dir DIR")
                     data = coco_suite(annotations, image_dir, loaded, n_images=images)
             result = run_benchmark(
                 data,
@@ -123,9 +110,9 @@ def benchmark(
                 cue_target=cue_target,
             )
     except CnnlensError as e:
-        _fail(str(e))
+        fail(str(e))
     for f in result.failures:
-        console.print(f"[yellow]{escape(f['method'])}[/yellow] failed: {escape(f['error'])}")
+        note(f["method"], f"failed: {f['error']}")
     paths = write_outputs(result, out_dir)
     say(markdown(result))
     say(f"wrote {paths['md']}, {paths['json']} and {paths['html']}")

@@ -1,0 +1,5 @@
+"""``python -m cnnlens.cli``: the same as the ``cnnlens`` script."""
+
+from . import main
+
+main()

@@ -1,0 +1,173 @@
+"""What every ``cnnlens`` command shares: the typer app, options, output and parsing.
+
+The command modules (``explain``, ``perturbation``, ``analysis``, ``benchmark``,
+``featurevis``, ``siam``) import from here and nowhere else in ``cli``. Nothing
+here imports torch or a feature package at module level, so ``cnnlens --help``
+stays instant: heavy imports happen inside the functions that need them.
+
+Output rules: text that can hold user input (paths, names, messages that quote
+them) is never read as rich markup. :func:`say` and :func:`note` print it
+verbatim; table cells and progress descriptions go through :func:`escape`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.progress import Progress
+
+    from ..models.base import LoadedModel
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Explain image CNNs: attribution maps and HTML reports.",
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class Opt:
+    """Options of every command that loads a model (typer reads them as parameter defaults)."""
+
+    model = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or checkpoint.")
+    weights = typer.Option("default", help="'default', 'none' or a weights file.")
+    trust = typer.Option(False, help="Allow unpickling a trusted checkpoint.")
+    labels = typer.Option(None, help="Class names file (one per line or JSON).")
+    device = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu).")
+
+
+def say(text: str) -> None:
+    """Print plain text to stdout: no markup, no highlighting, long lines kept whole."""
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def note(prefix: str, message: str, style: str = "yellow") -> None:
+    """Print ``prefix message`` on one line of stderr, the prefix in ``style``.
+
+    Neither part is read as markup, so paths like ``runs/[best]/model.pt`` print verbatim.
+    """
+    console.print(Text.assemble((prefix, style), " ", message), highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` to stderr and exit with status 2 (a usage error)."""
+    note("error:", message, style="red")
+    raise typer.Exit(2)
+
+
+def load(
+    model: str, weights: str, trust_checkpoint: bool, labels: Path | None, device: str | None
+) -> LoadedModel:
+    """:func:`cnnlens.models.load_model`, turning a refusal into :func:`fail`."""
+    from ..core.errors import CnnlensError
+    from ..models import load_model
+
+    try:
+        return load_model(
+            model, weights, trust_checkpoint=trust_checkpoint, labels=labels, device=device
+        )
+    except CnnlensError as e:
+        fail(str(e))
+
+
+def parse_target(text: str | None, *, default=None, top: bool = True):
+    """Read a ``--target`` option.
+
+    Args:
+        text: the option as typed: class indices ``"285"`` or ``"285,281"``, or (when
+            ``top``) ``"top5"``; None or blank means ``default``.
+        default: what no ``--target`` means (None: each method's top-1 class).
+        top: whether ``topK`` is accepted.
+
+    Returns:
+        ``default``, ``"topK"``, or ``[[c0, c1, ...]]``: one list of classes for one image
+        (a caller explaining N images at once repeats it N times).
+    """
+    if text is None or not text.strip():
+        return default
+    t = text.strip().lower()
+    if top and t.startswith("top"):
+        return t
+    try:
+        classes = [int(c) for c in t.split(",") if c.strip()]
+    except ValueError:
+        classes = []
+    if not classes:
+        example = "967 or 967,968, or top5" if top else "285,281"
+        fail(f"--target takes class indices like {example}, got {text!r}")
+    return [classes]
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_indices(text: str, what: str = "--channels") -> list[int]:
+    """``"0-15,32,40-43"`` -> ``[0, ..., 15, 32, 40, 41, 42, 43]`` (order kept, no repeats).
+
+    Raises:
+        ValueError: a part that is not an index or a range, a backwards range, or no index.
+    """
+    result: list[int] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        match = _RANGE.match(part)
+        if not match:
+            raise ValueError(f"{what} takes indices and ranges like 0-15,32; got {text!r}")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"{what}: range {part.strip()!r} runs backwards")
+        result.extend(i for i in range(lo, hi + 1) if i not in result)
+    if not result:
+        raise ValueError(f"{what} takes indices and ranges like 0-15,32; got {text!r}")
+    return result
+
+
+class RichReporter:
+    """Shows cnnlens progress tasks (:mod:`cnnlens.core.progress`) as rich progress bars."""
+
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.tasks: dict[str, int] = {}
+
+    def start(self, description: str, total: int) -> Callable[[int], None]:
+        task_id = self.bar.add_task(escape(description), total=total)
+        self.tasks[description] = task_id
+        return lambda n=1: self.bar.advance(task_id, n)
+
+    def finish(self, description: str) -> None:
+        task_id = self.tasks.pop(description, None)
+        if task_id is not None:
+            self.bar.remove_task(task_id)
+
+
+def progress_bar() -> Progress:
+    """The rich progress display every long command uses (on stderr, removed when done)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
