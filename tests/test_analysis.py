@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnlens import analysis as A
 from cnnlens.core import progress
+from cnnlens.core.geometry import kernel_of, same_padding, total_padding
 from cnnlens.models.base import LoadedModel, Preprocess
 from helpers import assert_unchanged, snapshot
 
@@ -28,6 +29,21 @@ def test_analytic_field_hand_worked():
     assert rf.y.size == 12
     assert rf.box(1, 2) == (3, 7, 15, 19)
     assert rf.box(0, 0) == (0, 0, 11, 11)  # clipped to the input
+
+
+def test_padding_solved_from_shapes_hand_worked():
+    # k5 s2 on 9 -> 5 (TF "same"): total 4*2 + 4 + 1 - 9 = 4, declared 0 gives only 3
+    same = kernel_of(nn.Conv2d(1, 1, 5, stride=2))
+    assert same.left_padding((9, 9), (5, 5)) == (2, 2)
+    assert same.paddings((9, 9), (5, 5)) == [((0, 4), (0, 4)), ((2, 2), (2, 2))]
+    # k3 s2 on 224 -> 112: total 1, the smaller half first (TensorFlow)
+    assert same_padding(total_padding(224, 112, 3, 2, 1)) == (0, 1)
+    # declared padding that explains the shapes wins; "valid" drops the last pixel
+    assert kernel_of(nn.MaxPool2d(3, 2, 1)).left_padding((8, 8), (4, 4)) == (1, 1)
+    valid = kernel_of(nn.Conv2d(1, 1, 3, stride=2, padding="valid"))
+    assert valid.padding is None and valid.left_padding((8, 8), (3, 3)) == (0, 0)
+    assert valid.paddings((8, 8), (3, 3)) == [((-1, 0), (-1, 0))]
+    assert kernel_of(nn.AvgPool2d(2)).d == (1, 1) and kernel_of(nn.ReLU()) is None
 
 
 class _Residual(nn.Module):

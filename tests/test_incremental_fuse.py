@@ -121,7 +121,15 @@ def test_fusion_leaves_the_occlusion_map_unchanged(monkeypatch):
 
     torch.manual_seed(2)
     net, x = Clamps().eval(), torch.randn(1, 3, 32, 32)
-    kw = dict(target=2, window=6, stride=4, mode="incremental")
+    # With default weights the signal dies in the chain of clamps: the map spans ~1e-6
+    # (probabilities) and a tolerance relative to it asks for bit-identical float sums,
+    # which oneDNN's fused kernel does not give on every CPU (off by ~3e-8). Doubled conv
+    # weights and logits give a map spanning ~3e-3, so the tolerance means something.
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(2)
+    kw = dict(target=2, window=6, stride=4, mode="incremental", score="logit")
     first = cl.attribute(net, x, "occlusion", **kw)
     assert first.extras["mode"] == "incremental" and first.extras["macs_saved"] > 0.3
     with_fusion = first.maps

@@ -1,4 +1,4 @@
-"""Tests of cnnlens.io: every fixture is built in tmp_path with PIL and NumPy."""
+"""Tests of cnnlens.io and cnnlens.imaging; every fixture is built in tmp_path with PIL, NumPy."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from cnnlens import colormaps as ccm
+from cnnlens import imaging as cimg
 from cnnlens import io as cio
 from cnnlens.core.errors import ImageError
 
@@ -512,6 +513,19 @@ def test_to_pil_layouts_and_clamping() -> None:
     assert cio.to_pil(np.zeros((1, 8, 9))).size == (9, 8)
     with pytest.raises(ValueError, match="shape"):
         cio.to_pil(np.zeros((5, 6, 7)))
+
+
+def test_to_numpy_reads_tensors_and_arrays() -> None:
+    half = cimg.to_numpy(torch.full((2, 3), 0.5, dtype=torch.float16, requires_grad=True))
+    assert half.dtype == np.float32 and half.shape == (2, 3) and float(half[0, 0]) == 0.5
+    assert cimg.to_numpy([[1, 2], [3, 4]]).tolist() == [[1, 2], [3, 4]]
+    ints = np.arange(4, dtype=np.int16)
+    assert cimg.to_numpy(ints) is ints
+
+
+def test_io_keeps_the_writing_names() -> None:
+    for name in ("to_pil", "to_numpy", "png_bytes", "data_uri", "save_png", "ArrayLike"):
+        assert getattr(cio, name) is getattr(cimg, name)
 
 
 # --------------------------------------------------------------------------- writing

@@ -10,60 +10,20 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .io import ArrayLike, _to_numpy, to_pil
+from .imaging import ArrayLike, to_numpy, to_pil
 
 __all__ = ["COLORMAPS", "colorbar", "colorize", "overlay"]
 
-# Colour maps as anchor colours at evenly spaced positions, interpolated linearly.
+# Colour maps as anchor colours (hex RGB) at evenly spaced positions, interpolated linearly.
 # "inferno" and "viridis" are sampled at 11 points of the perceptually uniform maps;
 # "jet" is the classic MATLAB rainbow; "coolwarm" is a blue-white-red diverging map whose
 # centre is near white so that zero attribution reads as "nothing".
-_ANCHORS: dict[str, tuple[tuple[int, int, int], ...]] = {
-    "inferno": (
-        (0, 0, 4),
-        (22, 11, 57),
-        (66, 10, 104),
-        (106, 23, 110),
-        (147, 38, 103),
-        (188, 55, 84),
-        (221, 81, 58),
-        (243, 120, 25),
-        (252, 165, 10),
-        (246, 215, 70),
-        (252, 255, 164),
-    ),
-    "viridis": (
-        (68, 1, 84),
-        (72, 36, 117),
-        (65, 68, 135),
-        (53, 95, 141),
-        (42, 120, 142),
-        (33, 145, 140),
-        (34, 168, 132),
-        (68, 191, 112),
-        (122, 209, 81),
-        (189, 223, 38),
-        (253, 231, 37),
-    ),
-    "jet": (
-        (0, 0, 128),
-        (0, 0, 255),
-        (0, 128, 255),
-        (0, 255, 255),
-        (128, 255, 128),
-        (255, 255, 0),
-        (255, 128, 0),
-        (255, 0, 0),
-        (128, 0, 0),
-    ),
-    "gray": ((0, 0, 0), (255, 255, 255)),
-    "coolwarm": (
-        (59, 76, 192),
-        (141, 176, 254),
-        (245, 245, 245),
-        (244, 153, 122),
-        (180, 4, 38),
-    ),
+_ANCHORS: dict[str, str] = {
+    "inferno": "000004 160b39 420a68 6a176e 932667 bc3754 dd513a f37819 fca50a f6d746 fcffa4",
+    "viridis": "440154 482475 414487 355f8d 2a788e 21918c 22a884 44bf70 7ad151 bddf26 fde725",
+    "jet": "000080 0000ff 0080ff 00ffff 80ff80 ffff00 ff8000 ff0000 800000",
+    "gray": "000000 ffffff",
+    "coolwarm": "3b4cc0 8db0fe f5f5f5 f4997a b40426",
 }
 
 #: Names accepted by the ``cmap`` arguments (append ``"_r"`` to reverse a map).
@@ -104,7 +64,7 @@ def colorize(
     Raises:
         ValueError: Unknown colour map, wrong shape, or ``vmin > vmax``.
     """
-    data = _as_2d(_to_numpy(values).astype(np.float64))
+    data = _as_2d(values)
     low, high = _value_range(data, signed, vmin, vmax)
     table = _lookup_table(_default_cmap(cmap, signed))
     return table[_to_indices(data, low, high, signed)]
@@ -117,8 +77,9 @@ def _default_cmap(cmap: str | None, signed: bool) -> str:
     return _DIVERGING_DEFAULT if signed else _SEQUENTIAL_DEFAULT
 
 
-def _as_2d(data: np.ndarray) -> np.ndarray:
-    """Drop leading length-1 axes and check that a 2-D array remains."""
+def _as_2d(values: ArrayLike) -> np.ndarray:
+    """Float64 values with leading length-1 axes dropped; a 2-D array must remain."""
+    data = to_numpy(values).astype(np.float64)
     while data.ndim > 2 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 2:
@@ -140,22 +101,28 @@ def _value_range(
     Returns:
         ``(low, high)``.
     """
-    finite = data[np.isfinite(data)]
     if signed:
         if vmin is None and vmax is not None:
             vmin = -float(vmax)
         if vmax is None and vmin is not None:
             vmax = -float(vmin)
-        extent = float(np.abs(finite).max()) if finite.size else 0.0
+        extent = max(abs(v) for v in _finite_range(data))
         low, high = -extent, extent
     else:
-        low = float(finite.min()) if finite.size else 0.0
-        high = float(finite.max()) if finite.size else 0.0
+        low, high = _finite_range(data)
     low = low if vmin is None else float(vmin)
     high = high if vmax is None else float(vmax)
     if low > high:
         raise ValueError(f"vmin ({low}) must not be larger than vmax ({high})")
     return low, high
+
+
+def _finite_range(data: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values, ``(0.0, 0.0)`` when there are none."""
+    finite = data[np.isfinite(data)]
+    if not finite.size:
+        return 0.0, 0.0
+    return float(finite.min()), float(finite.max())
 
 
 def _to_indices(data: np.ndarray, low: float, high: float, signed: bool) -> np.ndarray:
@@ -185,7 +152,7 @@ def _lookup_table(cmap: str) -> np.ndarray:
     anchors = _ANCHORS.get(name[:-2] if reverse else name)
     if anchors is None:
         raise ValueError(f"unknown colour map {cmap!r}; choose from {', '.join(COLORMAPS)}")
-    colours = np.asarray(anchors, dtype=np.float64)
+    colours = np.array([list(bytes.fromhex(c)) for c in anchors.split()], dtype=np.float64)
     positions = np.linspace(0.0, 1.0, len(colours))
     steps = np.linspace(0.0, 1.0, 256)
     table = np.stack([np.interp(steps, positions, colours[:, c]) for c in range(3)], axis=-1)
@@ -225,7 +192,7 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     base = to_pil(image)
-    data = _as_2d(_to_numpy(values).astype(np.float64))
+    data = _as_2d(values)
     low, high = _value_range(data, signed, vmin, vmax)
     data = _resize_map(data, base.size)
     colours = colorize(data, cmap=cmap, signed=signed, vmin=low, vmax=high)
@@ -246,9 +213,7 @@ def _resize_map(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = size
     if data.shape == (height, width):
         return data
-    finite = data[np.isfinite(data)]
-    top = float(finite.max()) if finite.size else 0.0
-    bottom = float(finite.min()) if finite.size else 0.0
+    bottom, top = _finite_range(data)
     clean = np.nan_to_num(data, nan=0.0, posinf=top, neginf=bottom).astype(np.float32)
     resized = Image.fromarray(clean).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float64)

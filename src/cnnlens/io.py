@@ -1,14 +1,16 @@
-"""Image input and output for cnnlens.
+"""Image files for cnnlens: listing folders, loading and validating images, bundled samples.
 
 Reading: :func:`list_images` turns files and folders into a list of image paths and
 :func:`load_image` opens one file as a fully decoded, upright RGB :class:`PIL.Image.Image`,
 whatever its mode (grey, 1-bit, palette, alpha, CMYK, 16-bit, float). Every failure is reported
 as :class:`cnnlens.core.errors.ImageError` naming the file and the reason.
 
-Writing: :func:`to_pil`, :func:`save_png`, :func:`png_bytes` and :func:`data_uri` convert and
-store pictures (colour maps live in :mod:`cnnlens.colormaps`).
-
 :func:`sample_images` returns photographs bundled with scikit-image, for demos and tests.
+
+Writing and converting pictures (:func:`to_pil`, :func:`to_numpy`, :func:`save_png`,
+:func:`png_bytes`, :func:`data_uri`) is :mod:`cnnlens.imaging`; those names are re-exported
+here so ``cnnlens.io.save_png`` and the like keep working. Colour maps live in
+:mod:`cnnlens.colormaps`.
 
 Nothing here changes PIL's global settings (``Image.MAX_IMAGE_PIXELS``,
 ``ImageFile.LOAD_TRUNCATED_IMAGES``); the pixel limit is applied per call.
@@ -16,41 +18,42 @@ Nothing here changes PIL's global settings (``Image.MAX_IMAGE_PIXELS``,
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .core.atomic import write_bytes_atomic
 from .core.errors import ImageError
-
-if TYPE_CHECKING:
-    import torch
-
-    ArrayLike = np.ndarray | torch.Tensor
-else:
-    ArrayLike = Any
-
-PathLike = str | os.PathLike
+from .imaging import (
+    ArrayLike,
+    PathLike,
+    data_uri,
+    grey_to_rgb,
+    png_bytes,
+    save_png,
+    to_numpy,
+    to_pil,
+    to_rgb,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SAMPLES",
     "IMAGE_EXTENSIONS",
     "SAMPLE_NAMES",
+    "ArrayLike",
+    "PathLike",
     "data_uri",
     "list_images",
     "load_image",
     "png_bytes",
     "sample_images",
     "save_png",
+    "to_numpy",
     "to_pil",
 ]
 
@@ -74,11 +77,6 @@ SAMPLE_NAMES: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "ro
 
 #: Names :func:`sample_images` returns when none are asked for.
 DEFAULT_SAMPLES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
-
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
-_WHITE = (255, 255, 255, 255)
-_UINT16_MAX = 65535.0
 
 
 # --------------------------------------------------------------------------- listing files
@@ -182,7 +180,7 @@ def load_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         with Image.open(file_path) as img:
             _check_pixel_count(file_path, img.size, max_pixels)
             img.load()
-            return _to_rgb(_upright(img))
+            return to_rgb(_upright(img))
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many unrelated types for broken files
@@ -247,71 +245,6 @@ def _upright(img: Image.Image) -> Image.Image:
     return img if upright is None else upright
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert an image of any PIL mode to a new 8-bit RGB image.
-
-    Args:
-        img: A loaded image.
-
-    Returns:
-        The RGB image.
-    """
-    if img.mode.startswith("I;16") or img.mode == "I":
-        return _grey_array_to_rgb(_integer_to_uint8(np.asarray(img), img.mode))
-    if img.mode == "F":
-        return _grey_array_to_rgb(_float_to_uint8(np.asarray(img)))
-    if img.mode in _ALPHA_MODES or "transparency" in img.info:
-        return _flatten_on_white(img)
-    return img.convert("RGB")
-
-
-def _flatten_on_white(img: Image.Image) -> Image.Image:
-    """Composite an image with transparency over a white background."""
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, _WHITE)
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def _integer_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """Scale 16- or 32-bit integer grey values to 0..255.
-
-    16-bit data (and 32-bit data that fits in 0..65535, which is how older PIL versions open
-    16-bit PNGs) is scaled by the full 16-bit range; anything else by its own min and max.
-
-    Args:
-        values: Integer array.
-        mode: The PIL mode it came from.
-
-    Returns:
-        ``uint8`` array of the same shape.
-    """
-    data = values.astype(np.float64)
-    if mode.startswith("I;16") or (data.min() >= 0 and data.max() <= _UINT16_MAX):
-        return np.rint(data * (255.0 / _UINT16_MAX)).astype(np.uint8)
-    return _min_max_to_uint8(data)
-
-
-def _float_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale float grey values to 0..255 by their finite minimum and maximum."""
-    return _min_max_to_uint8(values.astype(np.float64))
-
-
-def _min_max_to_uint8(data: np.ndarray) -> np.ndarray:
-    """Map the finite range of ``data`` to 0..255; non-finite values and flat images give 0."""
-    finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros(data.shape, np.uint8)
-    low, high = float(data[finite].min()), float(data[finite].max())
-    span = high - low if high > low else 1.0
-    scaled = np.where(finite, (data - low) / span, 0.0)
-    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _grey_array_to_rgb(grey: np.ndarray) -> Image.Image:
-    """Build an RGB image from a 2-D ``uint8`` array."""
-    return Image.fromarray(np.ascontiguousarray(np.stack([grey] * 3, axis=-1)))
-
-
 # --------------------------------------------------------------------------- sample images
 
 
@@ -347,140 +280,5 @@ def _sample_image(name: str) -> Image.Image:
 
     pixels = np.asarray(getattr(skimage_data, name)())
     if pixels.ndim == 2:
-        return _grey_array_to_rgb(pixels.astype(np.uint8))
+        return grey_to_rgb(pixels.astype(np.uint8))
     return Image.fromarray(np.ascontiguousarray(pixels[..., :3].astype(np.uint8)))
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def to_pil(image: Image.Image | ArrayLike) -> Image.Image:
-    """Convert a tensor, array or PIL image to an RGB PIL image.
-
-    Float data is taken to be in ``[0, 1]`` and clamped (NaN becomes 0); ``uint8`` data is
-    used as is, ``uint16`` is scaled by 65535, booleans become black and white. Accepted
-    layouts: ``(H, W)``, ``(3, H, W)``, ``(H, W, 3)``, one or four channels instead of three
-    (alpha is composited over white), and a leading batch axis of length 1. Channels-first
-    wins when both end axes could hold the channels, except that a length-1 axis loses to
-    3 or 4 channels at the other end.
-
-    Args:
-        image: The picture.
-
-    Returns:
-        RGB image.
-
-    Raises:
-        ValueError: The shape cannot be read as an image.
-    """
-    if isinstance(image, Image.Image):
-        return _to_rgb(image)
-    pixels = _channels_last(_to_numpy(image))
-    pixels = _to_uint8(pixels)
-    if pixels.shape[-1] == 1:
-        return _grey_array_to_rgb(pixels[..., 0])
-    if pixels.shape[-1] == 4:
-        return _flatten_on_white(Image.fromarray(np.ascontiguousarray(pixels)))
-    return Image.fromarray(np.ascontiguousarray(pixels))
-
-
-def _channels_last(pixels: np.ndarray) -> np.ndarray:
-    """Return an ``(H, W, C)`` view with C in (1, 3, 4)."""
-    if pixels.ndim == 4 and pixels.shape[0] == 1:
-        pixels = pixels[0]
-    if pixels.ndim == 2:
-        return pixels[..., None]
-    if pixels.ndim == 3:
-        first, last = pixels.shape[0], pixels.shape[-1]
-        for colour in (True, False):  # colour channels first, then a single grey channel
-            wanted = (3, 4) if colour else (1,)
-            if first in wanted:
-                return np.moveaxis(pixels, 0, -1)
-            if last in wanted:
-                return pixels
-    raise ValueError(
-        f"cannot read shape {tuple(pixels.shape)} as an image; expected (H, W), (C, H, W) or "
-        "(H, W, C) with C in 1, 3, 4"
-    )
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Convert pixel values of any dtype to ``uint8``."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8) * 255
-    if pixels.dtype == np.uint16:
-        return np.rint(pixels * (255.0 / _UINT16_MAX)).astype(np.uint8)
-    if np.issubdtype(pixels.dtype, np.integer):
-        return np.clip(pixels, 0, 255).astype(np.uint8)
-    data = np.nan_to_num(pixels.astype(np.float64), nan=0.0)
-    return np.rint(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _to_numpy(values: ArrayLike) -> np.ndarray:
-    """Turn a NumPy array, torch tensor or nested sequence into a NumPy array.
-
-    Tensors are detached and moved to the CPU; half-precision floats become float32.
-    """
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        tensor = values.detach().cpu()
-        if tensor.is_floating_point() and tensor.element_size() < 4:
-            tensor = tensor.float()
-        return tensor.numpy()
-    return np.asarray(values)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def png_bytes(image: Image.Image | ArrayLike) -> bytes:
-    """Encode an image (or tensor/array, see :func:`to_pil`) as PNG.
-
-    PIL images in a mode PNG can store (RGB, RGBA, L, ...) keep their mode; others are
-    converted to RGB.
-
-    Args:
-        image: The picture.
-
-    Returns:
-        The PNG file contents.
-    """
-    if isinstance(image, Image.Image) and image.mode in _PNG_MODES:
-        picture = image
-    else:
-        picture = to_pil(image)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(image: Image.Image | ArrayLike) -> str:
-    """Encode an image as a ``data:image/png;base64,...`` URI for self-contained HTML.
-
-    Args:
-        image: The picture (see :func:`png_bytes`).
-
-    Returns:
-        The data URI.
-    """
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
-
-
-def save_png(image: Image.Image | ArrayLike, path: PathLike) -> Path:
-    """Write an image as a PNG file atomically, creating missing parent folders.
-
-    The data goes to a temporary file in the same folder, which then replaces ``path`` in
-    one step, so readers never see a half-written file.
-
-    Args:
-        image: The picture (see :func:`png_bytes`).
-        path: Destination file (written in PNG format whatever its extension).
-
-    Returns:
-        The destination path.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, png_bytes(image))
-    return target

@@ -16,6 +16,8 @@ graph comes from ``torch.fx`` with every module without children treated as a le
 tensor shapes from one probe pass. Padding is read from the observed shapes: when the
 declared padding does not explain the output size (TensorFlow "same" padding, as in timm's
 ``Conv2dSame``), the total padding is split with the smaller half first, as TensorFlow does.
+Tracing, kernels and padding come from :mod:`cnnlens.core.geometry`, shared with
+incremental occlusion; this module composes the fields.
 
 Anything the rule cannot follow (an unknown leaf module that mixes positions, an
 interpolation, a global pool before the layer) raises :class:`UnsupportedGraph`;
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..core.geometry import Kernel, UnsupportedGraph, kernel_of, trace_graph
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
 from ..core.pointwise import POINTWISE_MODULES
@@ -47,7 +50,6 @@ __all__ = [
     "receptive_field",
 ]
 
-_CONV_LIKE = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _SPATIAL_FUNCTIONS = {
     F.conv2d,
     F.max_pool2d,
@@ -62,10 +64,6 @@ _SPATIAL_FUNCTIONS = {
 }
 _SPATIAL_METHODS = {"roll", "flip", "permute", "transpose", "view", "reshape", "flatten"}
 _IGNORED = {operator.getitem, getattr, operator.eq, torch._assert}
-
-
-class UnsupportedGraph(ValueError):
-    """The analytic rule cannot follow the network up to the layer (use the gradient one)."""
 
 
 @dataclass(frozen=True)
@@ -117,41 +115,16 @@ class ReceptiveField:
         return top, left, bottom, right
 
 
-class _LeafTracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not any(True for _ in m.children()) or isinstance(m, POINTWISE_MODULES)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _left_padding(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> int:
-    """Padding before the first pixel that explains ``n_in -> n_out`` (declared or TF-same)."""
-    if (n_in + 2 * p - d * (k - 1) - 1) // s + 1 == n_out:
-        return p
-    total = max((n_out - 1) * s + d * (k - 1) + 1 - n_in, 0)
-    return total // 2
-
-
 def _spatial(node: fx.Node) -> tuple[int, int] | None:
     meta = node.meta.get("tensor_meta")
     shape = getattr(meta, "shape", None)
     return tuple(shape[-2:]) if shape is not None and len(shape) == 4 else None
 
 
-def _conv_fields(m: nn.Module, node: fx.Node, fin: tuple[Field1D, Field1D]):
-    src = node.args[0]
-    n_in, n_out = _spatial(src), _spatial(node)
-    k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
-    p = _pair(m.padding) if not isinstance(m.padding, str) else (-1, -1)
-    d = _pair(getattr(m, "dilation", 1))
-    out = []
-    for axis in range(2):
-        pad = p[axis] if p[axis] >= 0 else 10**6  # "same"/"valid" strings: infer
-        pad = _left_padding(n_in[axis], n_out[axis], k[axis], s[axis], pad, d[axis])
-        out.append(fin[axis].compose(k[axis], s[axis], pad, d[axis]))
-    return tuple(out)
+def _window_fields(node: fx.Node, kern: Kernel, fin: tuple[Field1D, Field1D]):
+    """The fields after a convolution or pooling, its padding solved from the shapes."""
+    pad = kern.left_padding(_spatial(node.args[0]), _spatial(node))
+    return tuple(fin[a].compose(kern.k[a], kern.s[a], pad[a], kern.d[a]) for a in range(2))
 
 
 def _node_field(node: fx.Node, net: nn.Module, fields: dict, input_size) -> tuple | None:
@@ -164,8 +137,9 @@ def _node_field(node: fx.Node, net: nn.Module, fields: dict, input_size) -> tupl
         return "global"  # e.g. squeeze-excitation: every position sees the whole image
     if node.op == "call_module":
         m = net.get_submodule(node.target)
-        if isinstance(m, _CONV_LIKE):
-            return _conv_fields(m, node, fields[node.args[0]])
+        kern = kernel_of(m)
+        if kern is not None:
+            return _window_fields(node, kern, fields[node.args[0]])
         if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             if _spatial(node) == _spatial(node.args[0]):
                 return fields[node.args[0]]
@@ -203,10 +177,7 @@ def analytic_field(
         UnsupportedGraph: the graph cannot be traced or holds an operation the rule cannot follow.
     """
     name, _ = resolve_layer(net, layer)
-    try:
-        graph = _LeafTracer().trace(net)
-    except Exception as e:
-        raise UnsupportedGraph(f"torch.fx cannot trace the model ({e})") from e
+    graph = trace_graph(net, leaves=POINTWISE_MODULES)
     gm = fx.GraphModule(net, graph)
     with preserved(net), torch.no_grad():
         p = next(net.parameters(), None)

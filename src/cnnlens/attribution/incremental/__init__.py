@@ -1,6 +1,6 @@
 """Incremental and approximate occlusion (Krypton, Nakandala et al., SIGMOD 2019)."""
 
+from ...core.geometry import UnsupportedGraph
 from .engine import IncrementalEngine, Patch
-from .graph import UnsupportedGraph
 
 __all__ = ["IncrementalEngine", "Patch", "UnsupportedGraph"]

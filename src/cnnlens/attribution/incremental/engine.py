@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from ...core.geometry import UnsupportedGraph, total_padding
 from . import regions
-from .graph import UnsupportedGraph, Window, is_pointwise, trace, window_of
+from .graph import Window, is_pointwise, trace, window_of
 
 
 @dataclass
@@ -120,7 +121,7 @@ class IncrementalEngine:
             self.windows[node] = w
             n_in, n_out = c[src].shape[-2:], c[node].shape[-2:]
             for a in range(2):
-                right = (n_out[a] - 1) * w.s[a] + w.d[a] * (w.k[a] - 1) + 1 - n_in[a] - w.p[a]
+                right = total_padding(n_in[a], n_out[a], w.k[a], w.s[a], w.d[a]) - w.p[a]
                 self.margin[src] = max(self.margin.get(src, 0), w.p[a], right)
         self._classified = True
         self.macs_per_image = sum(

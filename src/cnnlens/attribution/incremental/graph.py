@@ -2,8 +2,9 @@
 
 Incremental occlusion (Krypton, Nakandala et al., SIGMOD 2019) needs, for every layer,
 how an output pixel depends on input pixels. We get the layer graph from ``torch.fx``
-(every module without children is a leaf, as in :mod:`cnnlens.analysis.receptive`) and
-sort each node into one of three kinds:
+(every module without children is a leaf; tracer, kernels and the padding solver are
+:mod:`cnnlens.core.geometry`, shared with :mod:`cnnlens.analysis.receptive`) and sort
+each node into one of three kinds:
 
 * ``"window"``: a convolution (any groups, stride, dilation), max or average pooling. Its
   per-axis geometry ``(k, s, d, p_left)`` is read from the module and from the input and
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ...core.geometry import UnsupportedGraph, kernel_of, trace_graph
 from ...core.pointwise import POINTWISE_MODULES
 from .fuse import ConvAct, fuse_conv_clamps
 
@@ -73,10 +75,6 @@ POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "add", "sub", "mul", "div", "cla
 _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.imul: operator.mul}
 
 
-class UnsupportedGraph(RuntimeError):
-    """The model cannot be traced or run by the incremental engine."""
-
-
 @dataclass(frozen=True)
 class Window:
     """Geometry of a windowed op along (rows, cols), with how to run it on a padded crop."""
@@ -107,15 +105,6 @@ class Window:
         return out.numel() * (m.in_channels // m.groups) * self.k[0] * self.k[1]
 
 
-class _LeafTracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return len(list(m.children())) == 0
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def trace(net: nn.Module) -> tuple[fx.Graph, dict[str, nn.Module], nn.Module]:
     """A private eval copy of ``net`` (in-place off), its fx graph and its modules."""
     try:
@@ -125,10 +114,7 @@ def trace(net: nn.Module) -> tuple[fx.Graph, dict[str, nn.Module], nn.Module]:
     for m in copy_net.modules():
         if isinstance(getattr(m, "inplace", None), bool):
             m.inplace = False
-    try:
-        graph = _LeafTracer().trace(copy_net)
-    except Exception as e:
-        raise UnsupportedGraph(f"torch.fx cannot trace the model ({e})") from e
+    graph = trace_graph(copy_net)
     for node in graph.nodes:
         if "inplace" in node.kwargs:
             node.kwargs = {**node.kwargs, "inplace": False}
@@ -231,43 +217,41 @@ def is_pointwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
-def _split_padding(n_in: int, n_out: int, k: int, s: int, d: int, own: int) -> list[tuple]:
-    total = (n_out - 1) * s + d * (k - 1) + 1 - n_in
-    return [(own, total - own), (total // 2, total - total // 2)]
+_PAD_VALUES = {"conv": 0.0, "max": float("-inf"), "avg": 0.0}
+
+
+def _runnable(m: nn.Module, op: str, padding: tuple[int, int] | None) -> bool:
+    """Whether :class:`Window` can run ``m`` on an explicitly zero/-inf padded crop."""
+    if padding is None:  # "same"/"valid" strings: left to the module
+        return False
+    if op == "conv":
+        return m.padding_mode == "zeros"
+    if op == "max":
+        return not m.return_indices
+    return m.count_include_pad or padding == (0, 0)
 
 
 def window_of(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Window | None:
-    """The verified geometry of module ``m`` seen mapping ``x`` to ``y``, or None."""
+    """The verified geometry of module ``m`` seen mapping ``x`` to ``y``, or None.
+
+    Args:
+        m: a module of the traced copy.
+        x: its cached input ``(1, C, H, W)``.
+        y: its cached output ``(1, C', h, w)``.
+
+    Returns:
+        The :class:`Window` whose padded re-run reproduces ``y``, else None.
+    """
     if x.dim() != 4 or y.dim() != 4:
         return None
-    if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and isinstance(m.padding, tuple):
-        op, k, s, d, own, pv = "conv", m.kernel_size, m.stride, m.dilation, m.padding, 0.0
-    elif isinstance(m, nn.MaxPool2d) and not m.return_indices:
-        op, pv = "max", float("-inf")
-        k, s, d, own = (
-            _pair(m.kernel_size),
-            _pair(m.stride or m.kernel_size),
-            _pair(m.dilation),
-            _pair(m.padding),
-        )
-    elif isinstance(m, nn.AvgPool2d) and (m.count_include_pad or _pair(m.padding) == (0, 0)):
-        op, pv = "avg", 0.0
-        k, s, d, own = (
-            _pair(m.kernel_size),
-            _pair(m.stride or m.kernel_size),
-            (1, 1),
-            _pair(m.padding),
-        )
-    else:
+    kern = kernel_of(m)
+    if kern is None or not _runnable(m, kern.op, kern.padding):
         return None
-    k, s, d = _pair(k), _pair(s), _pair(d)
-    own = _pair(own)
-    rows = _split_padding(x.shape[2], y.shape[2], k[0], s[0], d[0], own[0])
-    cols = _split_padding(x.shape[3], y.shape[3], k[1], s[1], d[1], own[1])
-    for (pt, pb), (pl, pr) in zip(rows, cols):
-        if min(pt, pb, pl, pr) < 0 and op != "conv":
+    pv = _PAD_VALUES[kern.op]
+    for (pt, pb), (pl, pr) in kern.paddings(x.shape[2:], y.shape[2:]):
+        if min(pt, pb, pl, pr) < 0 and kern.op != "conv":
             continue
-        w = Window(op, k, s, d, (pt, pl), pv, m)
+        w = Window(kern.op, kern.k, kern.s, kern.d, (pt, pl), pv, m)
         padded = F.pad(x, (pl, pr, pt, pb), value=pv)
         try:
             out = w(padded)
