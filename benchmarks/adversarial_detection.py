@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-METHODS = ("perturbation", "gradient", "guided_backprop", "gradcam", "occlusion",
+METHODS = ("meaningful_perturbation", "gradient", "guided_backprop", "gradcam", "occlusion",
            "excitation_backprop")  # fmt: skip
 CLASSIFIERS = ("cnn", "logistic")
 NEAR_DUPLICATES = frozenset({"motorcycle_right"})  # stereo twin of motorcycle_left
@@ -124,7 +124,10 @@ def parse_args(argv):
     src.add_argument("--folder", help="use every image under this folder instead")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
     p.add_argument(
-        "--iterations", type=int, default=300, help="Adam steps of 'perturbation' (paper: 300)"
+        "--iterations",
+        type=int,
+        default=300,
+        help="Adam steps of 'meaningful_perturbation' (paper: 300)",
     )
     p.add_argument("--classifiers", default=",".join(CLASSIFIERS), help="cnn and/or logistic")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (over pairs)")
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cl = common.import_cnnlens()
     import cnnlens.io  # noqa: F401  (cl.io)
+    from cnnlens.perturbation import MaskResult
     from cnnlens.perturbation.adversarial import (
         default_steps,
         detection_accuracy,
@@ -154,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    known = {m.name for m in cl.list_methods()}
-    bad = [m for m in methods if m not in known]
-    if bad:
-        raise SystemExit(f"unknown method(s) {', '.join(bad)}; see cnnlens.list_methods()")
+    try:  # names or aliases ("perturbation" is meaningful_perturbation)
+        canonical = {m: cl.get_method(m).name for m in methods}
+    except cl.MethodError as e:
+        raise SystemExit(str(e)) from None
     classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
     if args.folder:
         images = folder_images(cl, args.folder)
@@ -199,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     recovery = None
     for method in methods:
         params = {}
-        if method == "perturbation":
+        learned = canonical[method] == "meaningful_perturbation"
+        if learned:
             params["iterations"] = args.iterations
             params["seed"] = args.seed
         start = time.perf_counter()
@@ -215,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         results[method] = row
         accs = ", ".join(f"{c} {row[c]['accuracy']:.3f} ± {row[c]['std']:.3f}" for c in classifiers)
         print(f"{method:<20} {secs:7.0f} s   detection: {accs}", flush=True)
-        if method == "perturbation":
-            recovery = label_recovery(model, x, x_adv, e.extras["mask"][n:, :1])
+        if learned:
+            recovery = label_recovery(model, x, x_adv, MaskResult.of(e).mask[n:, :1, 0])
 
     head = f"{'method':<22}" + "".join(f"{c + ' acc ± sd':>22}" for c in classifiers) + "     n"
     folds_used = min(args.folds, n)

@@ -53,7 +53,7 @@ def one_run(job: tuple[str, str, int, int]) -> tuple[str, str, int, float, float
     iterations, schedule = spec.split(":")
     start = time.perf_counter()
     e = cl.attribute(
-        model, x, "perturbation", target=cls, iterations=int(iterations),
+        model, x, "meaningful_perturbation", target=cls, iterations=int(iterations),
         schedule=schedule, seed=seed,
     )  # fmt: skip
     secs = time.perf_counter() - start

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cnnlens as cl
+from cnnlens.core.masks import MaskResult
 from cnnlens.models.base import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Preprocess
 from cnnlens.perturbation.adversarial import (
     default_steps,
@@ -185,3 +187,26 @@ def test_label_recovery_with_trivial_masks(pixels):
     assert same.rates(only_successful=False)["masked_top1"] == 1.0
     assert same.rates()["n"] == 0
     assert_unchanged(before, net)
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("meaningful_perturbation", {"iterations": 3, "mask_scale": 4}),
+        ("extremal", {"areas": (0.2, 0.5), "iterations": 3}),
+    ],
+)
+def test_label_recovery_takes_either_mask_method(pixels, method, params):
+    net = tiny_cnn()
+    x = _normalise(pixels)
+    adv = ifgsm(net, x, epsilon=32 / 255)
+    e = cl.attribute(net, adv, method, **params)  # the adversarial top-1 class
+    r = label_recovery(net, x, adv, e, top_k=3)
+    # the keep-masks of the first target and the first area, as a tensor would give them
+    mask = MaskResult.of(e).mask[:, 0, 0]
+    want = label_recovery(net, x, adv, mask, top_k=3)
+    assert torch.equal(r.masked_topk, want.masked_topk) and r.to_dict() == want.to_dict()
+    assert torch.equal(label_recovery(net, x, adv, MaskResult.of(e), top_k=3).masked_topk,
+                       r.masked_topk)  # fmt: skip
+    with pytest.raises(ValueError, match="carries no learned mask"):
+        label_recovery(net, x, adv, cl.attribute(net, adv, "gradient"))

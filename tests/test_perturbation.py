@@ -1,5 +1,6 @@
-"""Meaningful perturbation: the operators Φ, the regularisers and the deletion / preservation
-games (cnnlens.perturbation.operators and .game)."""
+"""Meaningful perturbation: the operators Φ, the regularisers, the deletion / preservation
+games (cnnlens.perturbation.operators and .game) and the mask result both mask-learning
+methods return (cnnlens.core.masks)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.core.tensors import gaussian_blur
+from cnnlens.core.masks import MaskResult
+from cnnlens.core.tensors import gaussian_blur, to_scores
 from cnnlens.perturbation import operators as ops
 from helpers import tiny_cnn
 
@@ -278,10 +280,102 @@ def test_ramp_schedule_scales_the_step():
 
 
 @pytest.mark.parametrize("kind", ["constant", "noise"])
-def test_other_perturbations_run(kind):
-    e = cl.attribute(tiny_cnn(), _x(1, 32), "perturbation", target=1, perturbation=kind,
-                     iterations=5, mask_scale=4)  # fmt: skip
-    assert torch.isfinite(e.maps).all() and 0 <= float(e.maps.min()) <= float(e.maps.max()) <= 1
+def test_other_perturbations_edit_with_their_own_base_image(kind):
+    # the deletion game from a known start (keep everything), five steps, on the logit
+    # of the square's texture energy (4 here: logit 8 * (4 - 0.5) nominally)
+    net, x = SquareTexture(), 2 * _x(1, 64, seed=5)
+    kw = {"target": 0, "perturbation": kind, "iterations": 5, "mask_scale": 4,
+          "mask_sigma": 1.0, "init": 1.0, "score": "logit"}  # fmt: skip
+    r = MaskResult.of(cl.attribute(net, x, "perturbation", seed=0, **kw))
+    # the fully perturbed image by hand: the mean colour, or N(0, 1) noise drawn from the seed
+    if kind == "constant":
+        base = x.mean((2, 3), keepdim=True).expand_as(x)
+    else:
+        base = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(r.score_before, net(x)[:, :1])
+        torch.testing.assert_close(r.score_perturbed, net(base)[:, :1])
+        # the edit is m x + (1 - m) base with the learned mask, and scores what it says
+        m = r.mask[0, 0, 0]
+        torch.testing.assert_close(r.edited[0, 0, 0], m * x[0] + (1 - m) * base[0])
+        torch.testing.assert_close(r.score[0, 0, 0], net(r.edited[0, 0])[0, 0])
+    # five steps delete the square, keep the far corner and lower the score
+    # (measured: mask <= 0.53 on the square, logit 24.6 -> 3.4 constant, 5.8 noise)
+    r0, r1, c0, c1 = SQUARE
+    assert float(m[r0:r1, c0:c1].max()) < 0.6 and float(m[60, 4]) > 0.999
+    assert float(r.score[0, 0, 0]) < 0.3 * float(r.score_before[0, 0])
+    assert r.curves["loss"].shape == (1, 1, 1, 5)
+    # the same call gives the same masks; another seed another jitter (and other noise)
+    again = MaskResult.of(cl.attribute(net, x, "perturbation", seed=0, **kw))
+    assert torch.equal(again.mask, r.mask) and torch.equal(again.edited, r.edited)
+    other = MaskResult.of(cl.attribute(net, x, "perturbation", seed=1, **kw))
+    assert not torch.equal(other.mask, r.mask)
+    if kind == "noise":
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            torch.testing.assert_close(other.score_perturbed, net(noise)[:, :1])
+        assert float(other.score_perturbed) != float(r.score_perturbed)
+    else:
+        assert torch.equal(other.score_perturbed, r.score_perturbed)
+
+
+def test_registered_as_meaningful_perturbation_with_the_old_name_as_alias():
+    info = cl.get_method("perturbation")
+    assert info is cl.get_method("meaningful_perturbation")
+    assert info.name == "meaningful_perturbation" and info.family == "perturbation"
+    names = [m.name for m in cl.list_methods()]
+    assert "meaningful_perturbation" in names and "perturbation" not in names
+    x, kw = _x(1, 32), {"target": 1, "iterations": 2, "mask_scale": 4}
+    old = cl.attribute(tiny_cnn(), x, "perturbation", **kw)
+    new = cl.attribute(tiny_cnn(), x, "meaningful_perturbation", **kw)
+    assert old.method == "perturbation" and new.method == "meaningful_perturbation"
+    assert torch.equal(old.maps, new.maps) and old.params == new.params
+
+
+def test_both_mask_methods_return_one_structure():
+    net, x, target = tiny_cnn().eval(), _x(2, 32, seed=1), [[1, 3], [0, 4]]
+    game = cl.attribute(net, x, "perturbation", target=target, iterations=4, mask_scale=4)
+    ext = cl.attribute(net, x, "extremal", target=target, areas=(0.1, 0.3), iterations=4)
+    gone = cl.attribute(net, x, "extremal", target=target, variant="delete", iterations=4)
+    phi = ops.Perturbation(x, "blur")  # both methods' default operator
+    for e, a, score in ((game, 1, "prob"), (ext, 2, "logit"), (gone, 1, "logit")):
+        r = MaskResult.of(e)
+        assert e.extras["mask_result"] is r and r.shape == (2, 2, a)
+        assert r.mask.shape == (2, 2, a, 32, 32) and r.edited.shape == (2, 2, a, 3, 32, 32)
+        assert r.score.shape == r.area.shape == (2, 2, a)
+        assert r.score_before.shape == r.score_perturbed.shape == (2, 2)
+        assert {tuple(c.shape) for c in r.curves.values()} == {(2, 2, a, 4)}
+        assert 0 <= float(r.mask.min()) <= float(r.mask.max()) <= 1
+        with torch.no_grad():
+            for j in range(2):
+                for k in range(a):  # the edit is Φ(x; m) and scores what the model says
+                    edited = phi(r.mask[:, j, k].unsqueeze(1))
+                    torch.testing.assert_close(r.edited[:, j, k], edited)
+                    want = to_scores(net(edited), score).gather(1, e.targets[:, j : j + 1])
+                    torch.testing.assert_close(r.score[:, j, k], want[:, 0])
+        # area: the deleted fraction for deletion games, the kept one for preservation
+        kept = r.mask.mean((3, 4))
+        torch.testing.assert_close(r.area, 1 - kept if r.game == "delete" else kept)
+    assert MaskResult.of(game).areas is None and MaskResult.of(ext).areas == [0.1, 0.3]
+    assert set(MaskResult.of(game).curves) == {"loss", "area", "score"}
+    assert set(MaskResult.of(ext).curves) == {"score", "area", "regulariser"}
+    # the keys of earlier versions read the same tensors
+    assert torch.equal(game.extras["mask"], MaskResult.of(game).mask[:, :, 0])
+    assert torch.equal(ext.extras["masks"], MaskResult.of(ext).mask)
+    torch.testing.assert_close(gone.extras["masks"], 1 - MaskResult.of(gone).mask)  # m: deleted
+    with pytest.raises(ValueError, match="carries no learned mask"):
+        MaskResult.of(cl.attribute(net, x, "gradient"))
+
+
+def test_mask_results_of_consecutive_batches_join():
+    net, x, kw = tiny_cnn(), _x(3, 32, seed=2), {"target": 1, "iterations": 3, "mask_scale": 4}
+    parts = [MaskResult.of(cl.attribute(net, x[i : i + 1], "perturbation", **kw)) for i in range(3)]
+    joined = MaskResult.cat(parts)
+    assert joined.shape == (3, 1, 1) and joined.curves["loss"].shape == (3, 1, 1, 3)
+    assert torch.equal(joined.mask[1], parts[1].mask[0])
+    assert torch.equal(joined.score_perturbed[2], parts[2].score_perturbed[0])
+    with pytest.raises(ValueError, match="one method and setting"):
+        MaskResult.cat([parts[0], MaskResult.of(cl.attribute(net, x[:1], "extremal", target=1))])
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import cnnlens as cl
 from cnnlens.cli import app
+from cnnlens.core.masks import MaskResult
 from cnnlens.core.tensors import gaussian_blur
 from cnnlens.models.base import LoadedModel, Preprocess
 from cnnlens.perturbation.boxes import (
@@ -342,13 +343,10 @@ def test_representativeness_takes_a_perturbation_explanation():
     net, x = SquareModel(square=sq), checker_image(size=size, square=sq)
     mask = torch.ones(1, 1, size, size)
     mask[..., 16:32, 16:32] = 0
-    e = cl.Explanation(
-        maps=1 - mask,
-        targets=torch.zeros(1, 1, dtype=torch.long),
-        method="perturbation",
-        extras={"mask": mask},
-        inputs=x,
-    )
+    # the learned mask is the start: no step, one mask cell per pixel, no smoothing
+    e = cl.attribute(net, x, "perturbation", target=0, iterations=0, init=mask, mask_scale=1,
+                     mask_sigma=0.0)  # fmt: skip
+    assert torch.equal(MaskResult.of(e).mask[0, 0, 0], mask[0, 0])
     r = representativeness(net, None, e, alphas=[0.0, 0.5], smooth=0, perturbations=["blur"])
     assert list(r.normalized) == ["blur"]
     torch.testing.assert_close(r.normalized["blur"][0, 0], torch.tensor([1.0, 0.0]))

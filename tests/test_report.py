@@ -288,3 +288,26 @@ def test_edit_panel_for_learned_masks(tmp_path: Path) -> None:
     svg = base64.b64decode(charts[0]).decode()
     xml.dom.minidom.parseString(svg)  # well-formed
     assert "score" in svg and "area" in svg
+
+
+def test_edit_panel_for_extremal_masks(tmp_path: Path) -> None:
+    # extremal perturbations carry the same mask result: one panel per image, target and area
+    import base64
+
+    import cnnlens as cl
+    from cnnlens.core.masks import MaskResult
+    from helpers import tiny_cnn
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    e = cl.attribute(tiny_cnn(), x, "extremal", target=[[1], [2]], areas=(0.1, 0.3), iterations=6)
+    html = build_report([e], tmp_path).read_text()
+    assert html.count('class="edit"') == 4
+    r = MaskResult.of(e)
+    for i, k in ((0, 0), (1, 1)):
+        before, after = float(r.score_before[i, 0]), float(r.score[i, 0, k])
+        assert f"{before:.3f} → {after:.3f}" in html
+        assert f"area {100 * float(r.area[i, 0, k]):.1f}%" in html
+    assert html.count("(target 10%)") == html.count("(target 30%)") == 2
+    charts = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(charts) == 8  # score/area and the regulariser, per panel
+    assert "regulariser" in base64.b64decode(charts[1]).decode()

@@ -30,7 +30,7 @@ from .core.explanation import Explanation
 from .core.hooks import preserved
 from .core.registry import MethodInfo, lookup, registered
 from .models.base import LoadedModel
-from .perturbation import extremal, game  # noqa: F401  (registers "extremal", "perturbation")
+from .perturbation import extremal, game  # noqa: F401  (registers "extremal", "meaningful_perturbation")
 
 
 def list_methods(pattern: str = "*") -> list[MethodInfo]:

@@ -35,211 +35,23 @@ the pairs that reached a level, so always read them with the counts.
 
 All boxes of one image (every threshold, target and method, plus the original
 and the fully blurred image, duplicates removed) go through the network in
-one batch unless ``batch_size`` splits it.
+one batch unless ``batch_size`` splits it (:mod:`.box_engine`). The box
+geometry is :mod:`cnnlens.core.boxes` (re-exported here under the names of
+earlier versions) and the result types are :mod:`.box_results`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from ..core import progress
+from ..core.boxes import THRESHOLDS, box_areas, normalize_maps, tightest_boxes
 from ..core.explanation import Explanation
-from ..core.hooks import preserved
-from ..core.targets import resolve_targets
-from ..core.tensors import (
-    check_batch_size,
-    check_score,
-    inference_copy,
-    to_scores,
-    upsample,
-)
-from ..models.base import LoadedModel
-from .interrogate import box_masks, composite, fully_perturbed, normalized_score
+from .box_engine import score_boxes
+from .box_results import BoxComparison, DeletionBoxes, LevelSummary
 
-THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
-
-
-# ----------------------------------------------------------------------------- boxes from maps
-
-
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each ``(H, W)`` map of ``(..., H, W)`` to [0, 1]; constant maps become 0."""
-    flat = maps.detach().float().flatten(-2)
-    lo = flat.amin(-1, keepdim=True)
-    span = flat.amax(-1, keepdim=True) - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
-    return out.view(maps.shape)
-
-
-def tightest_boxes(maps: torch.Tensor, thresholds: Sequence[float] = THRESHOLDS) -> torch.Tensor:
-    """Tightest boxes around ``maps >= h`` for each threshold: ``(..., K, 4)`` long.
-
-    Args:
-        maps: ``(..., H, W)`` maps (already normalised, see :func:`normalize_maps`).
-        thresholds: the K values of ``h``.
-
-    Returns:
-        ``(x0, y0, x1, y1)`` per map and threshold, end exclusive; ``(-1, -1, -1, -1)``
-        where no pixel reaches the threshold.
-    """
-    h, w = maps.shape[-2:]
-    th = torch.as_tensor(thresholds, dtype=maps.dtype, device=maps.device)
-    sel = maps.unsqueeze(-3) >= th.view(-1, 1, 1)  # (..., K, H, W)
-    rows, cols = sel.any(-1), sel.any(-2)  # (..., K, H), (..., K, W)
-    valid = rows.any(-1)
-    y0 = rows.byte().argmax(-1)
-    y1 = h - rows.flip(-1).byte().argmax(-1)
-    x0 = cols.byte().argmax(-1)
-    x1 = w - cols.flip(-1).byte().argmax(-1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1).long()
-    return torch.where(valid.unsqueeze(-1), boxes, torch.full_like(boxes, -1))
-
-
-def box_areas(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Area of ``(..., 4)`` boxes as a fraction of an ``(H, W)`` image; NaN for missing boxes."""
-    h, w = size
-    b = boxes.float()
-    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) / (h * w)
-    return torch.where(boxes[..., 0] >= 0, area, torch.full_like(area, math.nan))
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass
-class LevelSummary:
-    """One cell of the fig. 8 table: smallest-box areas at one suppression level."""
-
-    level: float
-    mean_area: float  # mean over the pairs that reached the level (NaN if none)
-    sem: float  # standard error of that mean (NaN with fewer than two)
-    reached: int  # (image, target) pairs with a box reaching the level
-    total: int  # (image, target) pairs
-
-    def to_dict(self) -> dict:
-        return {
-            "level": self.level,
-            "mean_area": None if math.isnan(self.mean_area) else self.mean_area,
-            "sem": None if math.isnan(self.sem) else self.sem,
-            "reached": self.reached,
-            "total": self.total,
-        }
-
-
-@dataclass
-class DeletionBoxes:
-    """Smallest deleting boxes of one set of maps.
-
-    Shapes: N images, T targets, K thresholds, L suppression levels. Boxes are
-    ``(x0, y0, x1, y1)`` in input pixels, end exclusive, ``-1`` where missing;
-    areas are fractions of the image, NaN where missing.
-
-    Attributes:
-        thresholds: ``(K,)`` values of ``h``.
-        levels: the L suppression levels (0.8 = 80 %).
-        targets: ``(N, T)`` class indices.
-        boxes: ``(N, T, K, 4)`` the box at each threshold.
-        areas: ``(N, T, K)`` its area.
-        scores: ``(N, T, K)`` target score with the box blurred (NaN: no box).
-        p0, pb: ``(N, T)`` scores of the original and the fully blurred image.
-        normalized: ``(N, T, K)`` ``(p - p_b) / (p0 - p_b)``.
-        smallest_area: ``(N, T, L)`` smallest area reaching each level (NaN: none).
-        smallest_box: ``(N, T, L, 4)`` that box (``-1``: none).
-        method: name of the method that made the maps, when known.
-    """
-
-    thresholds: torch.Tensor
-    levels: tuple[float, ...]
-    targets: torch.Tensor
-    boxes: torch.Tensor
-    areas: torch.Tensor
-    scores: torch.Tensor
-    p0: torch.Tensor
-    pb: torch.Tensor
-    normalized: torch.Tensor
-    smallest_area: torch.Tensor
-    smallest_box: torch.Tensor
-    method: str | None = None
-
-    @property
-    def reached(self) -> torch.Tensor:
-        """``(N, T, L)``: whether some box reached each suppression level."""
-        return ~torch.isnan(self.smallest_area)
-
-    def summary(self) -> list[LevelSummary]:
-        """Per level: mean smallest area, its standard error, how many pairs reached it."""
-        out = []
-        total = int(self.smallest_area[..., 0].numel())
-        for j, level in enumerate(self.levels):
-            vals = self.smallest_area[..., j].flatten()
-            vals = vals[~torch.isnan(vals)].double()
-            k = int(vals.numel())
-            mean = float(vals.mean()) if k else math.nan
-            sem = float(vals.std(unbiased=True) / math.sqrt(k)) if k > 1 else math.nan
-            out.append(LevelSummary(level, mean, sem, k, total))
-        return out
-
-
-@dataclass
-class BoxComparison:
-    """The fig. 8 comparison: :class:`DeletionBoxes` of several methods on the same images."""
-
-    results: dict[str, DeletionBoxes]
-    levels: tuple[float, ...]
-    size: tuple[int, int] = (0, 0)
-    rows: dict[str, list[LevelSummary]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.rows = {name: r.summary() for name, r in self.results.items()}
-
-    def to_dict(self) -> dict:
-        """JSON-friendly: ``{method: [{level, mean_area, sem, reached, total}, ...]}``."""
-        return {name: [c.to_dict() for c in cells] for name, cells in self.rows.items()}
-
-    def format(self, pixels: bool = False) -> str:
-        """A plain-text table: one row per method, one column per level.
-
-        Cells read ``area ± sem (reached/total)``; ``pixels=True`` shows areas in
-        pixels² (as the paper's fig. 8) instead of fractions of the image.
-        """
-        scale = self.size[0] * self.size[1] if pixels else 1.0
-        head = ["method"] + [f"{round(100 * lv, 2):g}%" for lv in self.levels]
-        body = []
-        for name, cells in self.rows.items():
-            row = [name]
-            for c in cells:
-                if c.reached == 0:
-                    row.append(f"- (0/{c.total})")
-                    continue
-                fmt = (lambda v: f"{v * scale:.0f}") if pixels else (lambda v: f"{v:.3f}")
-                err = "" if math.isnan(c.sem) else f" ± {fmt(c.sem)}"
-                row.append(f"{fmt(c.mean_area)}{err} ({c.reached}/{c.total})")
-            body.append(row)
-        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(v.ljust(wd) for v, wd in zip(r, widths)).rstrip() for r in [head, *body]]
-        return "\n".join(lines)
-
-    def svg(self, title: str = "Smallest deleting box", **kwargs) -> str:
-        """Mean smallest-box area against suppression level, one line per method (SVG)."""
-        from ..report.charts import line_chart
-
-        series = {name: [c.mean_area for c in cells] for name, cells in self.rows.items()}
-        return line_chart(
-            series,
-            x=[100 * lv for lv in self.levels],
-            title=title,
-            xlabel="score suppression (%)",
-            ylabel="mean smallest box (fraction of image)",
-            **kwargs,
-        )
-
-
-# ----------------------------------------------------------------------------- computation
 
 
 def _as_maps(item, x: torch.Tensor | None):
@@ -254,141 +66,6 @@ def _as_maps(item, x: torch.Tensor | None):
         "expected an Explanation, a maps tensor or a (maps, targets) pair, "
         f"got {type(item).__name__}"
     )
-
-
-def _smallest(
-    areas: torch.Tensor, normalized: torch.Tensor, boxes: torch.Tensor, levels: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smallest area (and its box) with ``normalized <= 1 - level``, per level."""
-    sa, sb = [], []
-    for level in levels:
-        ok = (normalized <= round(1 - level, 12)) & ~torch.isnan(areas)
-        cand = torch.where(ok, areas, torch.full_like(areas, math.inf))
-        best, idx = cand.min(-1)
-        box = boxes.gather(-2, idx[..., None, None].expand(*idx.shape, 1, 4)).squeeze(-2)
-        found = torch.isfinite(best)
-        sa.append(torch.where(found, best, torch.full_like(best, math.nan)))
-        sb.append(torch.where(found.unsqueeze(-1), box, torch.full_like(box, -1)))
-    return torch.stack(sa, -1), torch.stack(sb, -2)
-
-
-def _run(
-    model,
-    x: torch.Tensor,
-    items: list[tuple[torch.Tensor, object]],
-    *,
-    thresholds: Sequence[float],
-    levels: Sequence[float],
-    sigma: float,
-    score: str,
-    batch_size: int | None,
-) -> list[DeletionBoxes]:
-    """Shared engine: several ``(maps, target)`` sets on the same images ``x``."""
-    check_score(score)
-    check_batch_size(batch_size)
-    model = LoadedModel.wrap(model)
-    if x.dim() != 4:
-        raise ValueError(f"x must be (N, 3, H, W), got shape {tuple(x.shape)}")
-    n, _, h, w = x.shape
-    th = torch.tensor([float(t) for t in thresholds])
-    if th.numel() == 0 or bool(((th < 0) | (th > 1)).any()):
-        raise ValueError(f"thresholds must be values in [0, 1], got {list(thresholds)}")
-    levels = tuple(float(lv) for lv in levels)
-    if not levels or any(not 0 < lv < 1 for lv in levels):
-        raise ValueError(f"suppression levels must lie in (0, 1), e.g. 0.8, got {levels}")
-
-    prepared = []
-    for maps, target in items:
-        if maps.dim() != 4 or maps.shape[0] != n:
-            raise ValueError(f"maps must be (N={n}, T, H, W), got shape {tuple(maps.shape)}")
-        maps = upsample(maps.detach().float().to(x.device), (h, w))
-        prepared.append((normalize_maps(maps), target))
-
-    blurred = fully_perturbed(x, "blur", sigma=sigma)
-    empty = torch.zeros(1, 4, dtype=torch.long, device=x.device)  # keeps everything: x0
-    whole = torch.tensor([[0, 0, w, h]], dtype=torch.long, device=x.device)  # Φ(x0; 0)
-    with preserved(model.net), torch.no_grad():
-        net = inference_copy(model.net, x)
-        fmt = torch.channels_last if net is not model.net else torch.contiguous_format
-        logits0 = net(x.contiguous(memory_format=fmt)).float()
-        resolved = []
-        for maps, target in prepared:
-            if isinstance(target, torch.Tensor) and target.dim() == 2:
-                targets = target.to(device=x.device, dtype=torch.long)
-            else:
-                targets = resolve_targets(target, n, logits0)
-            if targets.shape != maps.shape[:2]:
-                raise ValueError(
-                    f"targets {tuple(targets.shape)} do not match maps {tuple(maps.shape)}"
-                )
-            resolved.append(targets)
-        k = th.numel()
-        per = [
-            {
-                "boxes": torch.full((n, m.shape[1], k, 4), -1, dtype=torch.long),
-                "scores": torch.full((n, m.shape[1], k), math.nan),
-                "p0": torch.zeros(n, m.shape[1]),
-                "pb": torch.zeros(n, m.shape[1]),
-            }
-            for m, _ in prepared
-        ]
-        with progress.task("smallest deleting box", n) as advance:
-            for i in range(n):
-                all_boxes = [empty, whole]
-                for (maps, _), rec in zip(prepared, per):
-                    b = tightest_boxes(maps[i], th.to(maps))  # (T, K, 4)
-                    rec["boxes"][i] = b.cpu()
-                    all_boxes.append(b.reshape(-1, 4))
-                cat = torch.cat(all_boxes)
-                uniq, inverse = torch.unique(cat, dim=0, return_inverse=True)
-                real = uniq[:, 0] >= 0  # (-1, ...) rows stand for "no box"
-                masks = box_masks(uniq.clamp_min(0), (h, w), device=x.device)
-                images = composite(x[i : i + 1], blurred[i : i + 1], masks[real])
-                images = images.contiguous(memory_format=fmt)
-                bs = batch_size or images.shape[0]
-                probs = torch.cat(
-                    [
-                        to_scores(net(images[s : s + bs]).float(), score).cpu()
-                        for s in range(0, images.shape[0], bs)
-                    ]
-                )
-                table = torch.full((uniq.shape[0], probs.shape[1]), math.nan)
-                table[real.cpu()] = probs
-                rows = table[inverse.cpu()]  # one row per entry of cat
-                offset = 2
-                for (maps, _), targets, rec in zip(prepared, resolved, per):
-                    t_i = targets[i].cpu()
-                    count = maps.shape[1] * k
-                    block = rows[offset : offset + count].view(maps.shape[1], k, -1)
-                    offset += count
-                    rec["scores"][i] = block.gather(2, t_i.view(-1, 1, 1).expand(-1, k, 1))[..., 0]
-                    rec["p0"][i] = rows[0, t_i]
-                    rec["pb"][i] = rows[1, t_i]
-                advance(1)
-
-    out = []
-    for rec, targets in zip(per, resolved):
-        areas = box_areas(rec["boxes"], (h, w))
-        norm = normalized_score(rec["scores"], rec["p0"][..., None], rec["pb"][..., None])
-        norm = torch.where(torch.isnan(areas), torch.full_like(norm, math.nan), norm)
-        s_area, s_box = _smallest(areas, norm, rec["boxes"], levels)
-        dev = x.device
-        out.append(
-            DeletionBoxes(
-                thresholds=th.to(dev),
-                levels=levels,
-                targets=targets.clone().to(dev),
-                boxes=rec["boxes"].to(dev),
-                areas=areas.to(dev),
-                scores=rec["scores"].to(dev),
-                p0=rec["p0"].to(dev),
-                pb=rec["pb"].to(dev),
-                normalized=norm.to(dev),
-                smallest_area=s_area.to(dev),
-                smallest_box=s_box.to(dev),
-            )
-        )
-    return out
 
 
 def deletion_boxes(
@@ -426,7 +103,7 @@ def deletion_boxes(
     x = _inputs(x, [inputs])
     if t is None:
         t = target
-    res = _run(
+    res = score_boxes(
         model,
         x,
         [(m, t)],
@@ -500,7 +177,7 @@ def compare_deletion_boxes(
         if t is None:
             raise ValueError(f"{name}: pass (maps, targets) so the classes are known")
         items.append((m, t))
-    results = _run(
+    results = score_boxes(
         model,
         x,
         items,

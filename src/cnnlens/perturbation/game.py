@@ -37,7 +37,7 @@ radius 0. The preservation game starts from
 the smallest centred disc whose preservation keeps 99% of the score, or the
 whole image. ``init`` may also be a number (a constant mask) or a tensor of
 masks ``(N, T or 1, H, W)`` at any resolution, averaged down to the mask grid:
-a warm start, for example from an earlier call's ``extras["mask"]``.
+a warm start, for example from an earlier call's ``MaskResult.of(e).mask[:, :, 0]``.
 
 Saliency: ``1 - M`` for deletion (what had to go), ``M`` for preservation
 (what had to stay); both in ``[0, 1]``. ``joint=True`` learns one mask per
@@ -50,14 +50,22 @@ together: each iteration is one forward and backward pass over all of them,
 run on a channels-last copy of the model. All randomness (jitter, noise) comes
 from ``seed``, so the same call gives the same masks.
 
-Extras, per image and target: ``mask`` (the learned ``M``, ``(N, T, H, W)``),
-``perturbed`` (``Φ(x0; M)``, ``(N, T, 3, H, W)``, normalised like ``x``),
-``score`` (``f_c(Φ(x0; M))``), ``score_before`` (``f_c(x0)``),
-``score_perturbed`` (``f_c`` of the fully perturbed image), ``area`` (deleted
-fraction for deletion, kept fraction for preservation), ``initial_radius``
-(disc radius in pixels) and ``curve``: ``loss``, ``area`` and ``score`` per
-mask and iteration, ``(N, T, iterations)`` each (the score under that
-iteration's jitter).
+Result: a :class:`cnnlens.core.masks.MaskResult` in ``extras["mask_result"]``
+(``MaskResult.of(expl)``, the same structure as :mod:`.extremal`'s, with one
+area): ``mask`` (the learned ``M``, ``(N, T, 1, H, W)``), ``edited``
+(``Φ(x0; M)``, ``(N, T, 1, 3, H, W)``, normalised like ``x``), ``score``
+(``f_c(Φ(x0; M))``), ``score_before`` (``f_c(x0)``), ``score_perturbed``
+(``f_c`` of the fully perturbed image), ``area`` (deleted fraction for
+deletion, kept fraction for preservation) and ``curves``: ``loss``, ``area``
+and ``score`` per mask and iteration, ``(N, T, 1, iterations)`` each (the score
+under that iteration's jitter). With ``joint=True`` the score is the sum over the
+image's targets, repeated for each. The extras also hold ``initial_radius``
+(disc radius in pixels, ``(N, T)``) and, as in earlier versions, the same tensors
+without the area axis: ``mask``, ``perturbed``, ``score``, ``score_before``,
+``score_perturbed``, ``area`` and ``curve``.
+
+Registered as ``meaningful_perturbation``; ``perturbation``, its earlier name,
+is an alias that works wherever a method name is accepted.
 
 Reference: R. C. Fong, A. Vedaldi. Interpretable Explanations of Black Boxes
 by Meaningful Perturbation. ICCV 2017. arXiv:1704.03296.
@@ -70,18 +78,13 @@ import math
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, MaskRows, batch_size_for, score_batches
+from ..core.masks import KEY, MaskResult
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import (
-    MethodOutput,
-    check_batch_size,
-    check_score,
-    default_batch_size,
-    gather_scores,
-    inference_copy,
-    to_scores,
-)
+from ..core.tensors import MethodOutput, check_batch_size, check_score
 from .operators import Perturbation, circle_masks, l1, tv, upsample_mask
+from .scoring import MaskScorer
 
 GAMES = ("delete", "preserve")
 
@@ -126,21 +129,8 @@ def _check_params(game, iterations, learning_rate, mask_scale, jitter, init, sch
         raise ValueError(f"init must be 'circle' or a number in [0, 1], got {init!r}")
 
 
-class _Scorer:
-    """Scores of perturbed images for ``(B,)`` masks, run ``batch_size`` at a time."""
-
-    def __init__(self, net, fmt, score, targets):
-        self.net, self.fmt, self.score = net, fmt, score
-        self.targets = targets  # (B, K): the classes each mask explains
-
-    def __call__(self, images: torch.Tensor, rows) -> torch.Tensor:
-        """Summed target scores ``(b,)`` of ``images (b, C, H, W)`` for masks ``rows``."""
-        out = to_scores(self.net(images.contiguous(memory_format=self.fmt)).float(), self.score)
-        return gather_scores(out, self.targets[rows]).sum(1)
-
-
 @torch.no_grad()
-def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Tensor:
+def _initial_radius(scorer, p0, pb, size, low, sigma, game, bs) -> torch.Tensor:
     """Per mask, the smallest centred disc radius (in mask cells) that meets the 99% rule.
 
     Bisection over the radii ``0 .. R`` (the largest disc covers the image, and is the
@@ -163,7 +153,7 @@ def _initial_radius(phi, scorer, p0, pb, size, low, sigma, game, bs) -> torch.Te
         for j in range(0, len(todo), bs):
             idx, k = todo[j : j + bs], mid[j : j + bs]
             rows = idx.to(p0.device)
-            p = scorer(phi.rows(rows)(full[k.to(p0.device)]), rows)
+            p = scorer(full[k.to(p0.device)], rows)
             gap = (p0[rows] - pb[rows]).abs().clamp_min(1e-12)
             norm = (p - pb[rows]) / gap * torch.sign(p0[rows] - pb[rows])
             ok = (norm <= 0.01 if game == "delete" else norm >= 0.99).cpu()
@@ -185,12 +175,13 @@ def _start_from(init: torch.Tensor, n: int, t: int, joint: bool, low) -> torch.T
 
 
 @register(
-    "perturbation",
+    "meaningful_perturbation",
     "Smallest region whose blurring deletes the class, learned by gradient descent "
     "(Fong & Vedaldi 2017)",
     family="perturbation",
+    aliases=("perturbation",),
 )
-def perturbation(
+def meaningful_perturbation(
     model,
     x: torch.Tensor,
     target=None,
@@ -242,29 +233,24 @@ def perturbation(
     check_batch_size(batch_size)
     _check_params(game, iterations, learning_rate, mask_scale, jitter, init, schedule)
     n, _, h, w = x.shape
-    net = model.net
-    fast = inference_copy(net, x)
-    fmt = torch.channels_last if fast is not net else torch.contiguous_format
+    fast = FastNet.of(model.net, x)
     with torch.no_grad():
-        targets = resolve_targets(target, n, fast(x.contiguous(memory_format=fmt)))
+        targets = resolve_targets(target, n, fast(x))
     t = targets.shape[1]
-    # one mask per (image, target), or per image when joint
-    rows_t = targets if joint else targets.reshape(n * t, 1)
-    owner = torch.arange(n, device=x.device).repeat_interleave(1 if joint else t)
-    b = owner.shape[0]
-    bs = int(batch_size or default_batch_size(x))
+    rows = MaskRows.of(targets, joint=joint)  # one mask per (image, target), or per image
+    b, bs = len(rows), batch_size_for(x, batch_size)
     low = (math.ceil(h / mask_scale), math.ceil(w / mask_scale))
     sign = 1.0 if game == "delete" else -1.0
 
-    phi = Perturbation(x[owner], perturbation, sigma=sigma, levels=blur_levels, seed=seed)
-    scorer = _Scorer(fast, fmt, score, rows_t)
-    chunks = [slice(j, min(b, j + bs)) for j in range(0, b, bs)]
+    # one operator entry per mask (noise: one draw per mask)
+    phi = Perturbation(x[rows.owner], perturbation, sigma=sigma, levels=blur_levels, seed=seed)
+    scorer = MaskScorer(fast, phi, rows, score, per_image=False)
     with torch.no_grad():
-        p0 = torch.cat([scorer(phi.x[r], r) for r in chunks])
-        pb = torch.cat([scorer(phi.fully_perturbed()[r], r) for r in chunks])
+        p0 = score_batches(fast, phi.x, rows.classes, score, bs).sum(1)
+        pb = score_batches(fast, phi.fully_perturbed(), rows.classes, score, bs).sum(1)
 
     if init == "circle":
-        radius = _initial_radius(phi, scorer, p0, pb, (h, w), low, mask_sigma, game, bs)
+        radius = _initial_radius(scorer, p0, pb, (h, w), low, mask_sigma, game, bs)
         inside = 0.0 if game == "delete" else 1.0
         start = torch.cat([circle_masks(r.view(1).cpu(), low, inside) for r in radius])
     elif isinstance(init, torch.Tensor):
@@ -283,15 +269,15 @@ def perturbation(
             for group in opt.param_groups:
                 group["lr"] = learning_rate * step_scale(schedule, it, iterations)
             opt.zero_grad(set_to_none=False)
-            for rows in chunks:
-                big = upsample_mask(m[rows], (h, w), mask_sigma)
+            for part in rows.chunks(bs):
+                big = upsample_mask(m[part], (h, w), mask_sigma)
                 kept = big if game == "preserve" else 1 - big
                 reg = l1_coeff * l1(kept) + tv_coeff * tv(big, tv_beta)
-                s = scorer(phi.rows(rows)(big, (dy, dx)), rows)
+                s = scorer(big, part, (dy, dx))
                 loss = reg + sign * s
                 loss.sum().backward()
                 area = kept.detach().mean((1, 2, 3))
-                record[:, it, rows] = torch.stack([loss.detach(), area, s.detach()]).cpu()
+                record[:, it, part] = torch.stack([loss.detach(), area, s.detach()]).cpu()
             opt.step()
             with torch.no_grad():
                 m.clamp_(0, 1)
@@ -299,28 +285,41 @@ def perturbation(
 
     with torch.no_grad():
         big = upsample_mask(m.detach(), (h, w), mask_sigma).clamp(0, 1)
-        edited = torch.cat([phi.rows(r)(big[r]) for r in chunks])
-        final = torch.cat([scorer(edited[r], r) for r in chunks])
-    per = t if not joint else 1
+        edited = torch.cat([scorer.edit(big[part], part) for part in rows.chunks(bs)])
+        final = score_batches(fast, edited, rows.classes, score, bs).sum(1)
 
     def per_target(v: torch.Tensor) -> torch.Tensor:
         """``(B, ...)`` per mask -> ``(N, T, ...)`` per image and target."""
-        v = v.reshape(n, per, *v.shape[1:])
+        v = v.reshape(n, rows.shape[1], *v.shape[1:])
         return v.expand(n, t, *v.shape[2:]).contiguous()
 
     saliency = 1 - big if game == "delete" else big
+    result = MaskResult(
+        mask=per_target(big[:, 0]).unsqueeze(2),
+        edited=per_target(edited).unsqueeze(2),
+        score=per_target(final).unsqueeze(2),
+        score_before=per_target(p0),
+        score_perturbed=per_target(pb),
+        area=per_target(saliency.mean((1, 2, 3))).unsqueeze(2),
+        curves={k: per_target(v.T).unsqueeze(2) for k, v in zip(("loss", "area", "score"), record)},
+        game=game,
+        perturbation=perturbation,
+    )
     extras = {
-        "mask": per_target(big[:, 0]),
-        "perturbed": per_target(edited),
-        "score": per_target(final),
-        "score_before": per_target(p0),
-        "score_perturbed": per_target(pb),
-        "area": per_target(saliency.mean((1, 2, 3))),
+        KEY: result,
+        # the same tensors under the keys of earlier versions (views, no copies)
+        "mask": result.mask[:, :, 0],
+        "perturbed": result.edited[:, :, 0],
+        "score": result.score[:, :, 0],
+        "score_before": result.score_before,
+        "score_perturbed": result.score_perturbed,
+        "area": result.area[:, :, 0],
         "initial_radius": per_target(radius.to(x.device) * mask_scale),
-        "curve": {k: per_target(v.T) for k, v in zip(("loss", "area", "score"), record)},
+        "curve": {k: v[:, :, 0] for k, v in result.curves.items()},
     }
-    sal = per_target(saliency[:, 0])
-    return MethodOutput(sal.contiguous(), targets, extras)
+    return MethodOutput(per_target(saliency[:, 0]), targets, extras)
 
 
-__all__ = ["GAMES", "SCHEDULES", "perturbation", "step_scale"]
+perturbation = meaningful_perturbation  # the name of earlier versions
+
+__all__ = ["GAMES", "SCHEDULES", "meaningful_perturbation", "perturbation", "step_scale"]

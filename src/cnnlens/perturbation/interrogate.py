@@ -22,124 +22,26 @@ the original photograph through the model's resize and centre crop
 (:class:`cnnlens.models.base.Preprocess`); the part of a box outside the crop is
 cut off and flagged, and a box that misses the crop entirely is refused.
 
-This module also holds the small helpers the other analyses of the paper share:
-binary box masks, batched scoring of perturbed images, and the compositing rule
-above.
+Box checks and masks come from :mod:`cnnlens.core.boxes`, the compositing rule
+and the fully perturbed image from :mod:`.editing`; both are re-exported here
+under the names of earlier versions.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, chunks, score_batches
+from ..core.boxes import Box, box_masks, check_box, per_image_boxes
 from ..core.hooks import preserved
 from ..core.targets import resolve_targets
-from ..core.tensors import check_batch_size, check_score, gather_scores, to_scores
+from ..core.tensors import check_batch_size, check_score, target_scores
 from ..models.base import LoadedModel, Preprocess
-from .operators import Perturbation, check_perturbation
-
-Box = tuple[int, int, int, int]
-
-
-# ----------------------------------------------------------------------------- boxes
-
-
-def check_box(box, size: tuple[int, int], what: str = "box") -> Box:
-    """Validate ``box = (x0, y0, x1, y1)`` (integers, end exclusive) against ``size = (H, W)``.
-
-    Raises:
-        ValueError: not four integers, empty, reversed or reaching outside the image;
-            the message says which rule failed and the allowed range.
-    """
-    if hasattr(box, "tolist"):  # a tensor or a NumPy array
-        box = box.tolist()
-    if isinstance(box, (str, bytes)) or not isinstance(box, Sequence) or len(box) != 4:
-        raise ValueError(f"{what} must be four numbers (x0, y0, x1, y1), got {box!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in box):
-        ok = all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v).is_integer()
-            for v in box
-        )
-        if ok:
-            box = [int(v) for v in box]
-        else:
-            raise ValueError(f"{what} must hold integer pixel coordinates, got {box!r}")
-    x0, y0, x1, y1 = box
-    h, w = size
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(
-            f"{what} {tuple(box)} is empty or reversed: need x0 < x1 and y0 < y1 "
-            "(corners (x0, y0) top-left and (x1, y1) bottom-right, end exclusive)"
-        )
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise ValueError(
-            f"{what} {tuple(box)} reaches outside the {w}x{h} image: need 0 <= x0 < x1 <= {w} "
-            f"and 0 <= y0 < y1 <= {h}"
-        )
-    return (int(x0), int(y0), int(x1), int(y1))
-
-
-def per_image_boxes(box, n: int, size: tuple[int, int]) -> torch.Tensor:
-    """One box for every image, or one per image, as an ``(N, 4)`` long tensor (validated)."""
-    if hasattr(box, "tolist"):  # a tensor or a NumPy array
-        box = box.tolist()
-    nested = (
-        isinstance(box, Sequence)
-        and not isinstance(box, (str, bytes))
-        and len(box) > 0
-        and isinstance(box[0], (Sequence, torch.Tensor))
-        and not isinstance(box[0], (str, bytes))
-    )
-    if nested:
-        if len(box) != n:
-            raise ValueError(f"got {len(box)} boxes for {n} images: pass one box or one per image")
-        boxes = [check_box(b, size, f"box {i}") for i, b in enumerate(box)]
-    else:
-        boxes = [check_box(box, size)] * n
-    return torch.tensor(boxes, dtype=torch.long).view(n, 4)
-
-
-def box_masks(boxes: torch.Tensor, size: tuple[int, int], device=None) -> torch.Tensor:
-    """``(K, 1, H, W)`` keep-masks: 0 inside each box ``(x0, y0, x1, y1)``, 1 elsewhere.
-
-    A box with ``x1 <= x0`` or ``y1 <= y0`` is empty and gives an all-ones mask.
-    """
-    h, w = size
-    boxes = boxes.to(device=device, dtype=torch.long).view(-1, 4)
-    ys = torch.arange(h, device=device).view(1, h, 1)
-    xs = torch.arange(w, device=device).view(1, 1, w)
-    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return (~inside).float().unsqueeze(1)
-
-
-def composite(x: torch.Tensor, base: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """``m x + (1 - m) base``: ``Φ(x; m)`` for binary masks (``x``, ``base`` broadcast)."""
-    return masks * x + (1 - masks) * base
-
-
-def fully_perturbed(
-    x: torch.Tensor,
-    kind: str,
-    *,
-    sigma: float = 10.0,
-    noise_std: float = 1.0,
-    seed: int = 0,
-) -> torch.Tensor:
-    """``Φ(x; 0)`` for every image of ``x``: blurred with ``σ0``, the mean colour or noise.
-
-    Binary masks only ever pick level 0 (the image) or the last level (``σ0``) of
-    the blur stack, so two levels are enough and the result equals
-    ``Perturbation(x, kind)(m)`` at any number of levels.
-    """
-    return Perturbation(
-        x, kind, sigma=sigma, levels=2, noise_std=noise_std, seed=seed
-    ).fully_perturbed()
+from .editing import composite, fully_perturbed, normalized_score, score_images
+from .operators import check_perturbation
 
 
 @dataclass(frozen=True)
@@ -199,43 +101,6 @@ def box_to_input(box, image_size: tuple[int, int], spec: Preprocess) -> MappedBo
     if b[2] <= b[0] or b[3] <= b[1]:  # rounding pushed a sliver off the crop
         raise ValueError(f"box {(x0, y0, x1, y1)} covers less than one pixel of the model input")
     return MappedBox(box=b, clipped=clipped, exact=tuple(float(v) for v in exact))
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def score_images(
-    net: torch.nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    score: str,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """Scores ``(B, T)`` of ``images (B, 3, H, W)`` for ``targets (B, T)``, in chunks.
-
-    ``batch_size=None`` runs everything in one pass. The caller sets eval mode
-    and ``no_grad``.
-    """
-    bs = batch_size or max(1, images.shape[0])
-    parts = []
-    for start in range(0, images.shape[0], bs):
-        logits = net(images[start : start + bs]).float()
-        parts.append(gather_scores(to_scores(logits, score), targets[start : start + bs]))
-    return torch.cat(parts) if parts else images.new_zeros(0, targets.shape[1])
-
-
-def normalized_score(
-    p: torch.Tensor, p0: torch.Tensor, pb: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
-    """``(p - p_b) / (p0 - p_b)``: 1 = untouched score, 0 = as low as the fully perturbed image.
-
-    ``p0`` and ``pb`` broadcast against ``p``. Where perturbing the whole image
-    does not lower the score (``p0 - p_b <= eps``) the ratio means nothing and
-    is NaN.
-    """
-    den = p0 - pb
-    out = (p - pb) / den.clamp_min(eps)
-    return torch.where(den > eps, out, torch.full_like(out, math.nan))
 
 
 # ----------------------------------------------------------------------------- interrogate
@@ -329,13 +194,14 @@ def interrogate(
     masks = box_masks(boxes, (h, w), device=x.device)
     base = fully_perturbed(x, perturbation, sigma=sigma, noise_std=noise_std, seed=seed)
     perturbed = composite(x, base, masks)
+    bs = batch_size or n
     with preserved(model.net), torch.no_grad(), progress.task("interrogate", 2) as advance:
-        bs = batch_size or n
-        logits = torch.cat([model.net(x[s : s + bs]) for s in range(0, n, bs)]).float()
+        fast = FastNet(model.net, torch.contiguous_format)  # two passes: no inference copy
+        logits = torch.cat([fast(x[rows]) for rows in chunks(n, bs)]).float()
         targets = resolve_targets(target, n, logits)
-        before = gather_scores(to_scores(logits, score), targets)
+        before = target_scores(logits, targets, score)
         advance(1)
-        after = score_images(model.net, perturbed, targets, score, batch_size)
+        after = score_batches(fast, perturbed, targets, score, bs)
         advance(1)
     return Interrogation(
         before=before.clone(),

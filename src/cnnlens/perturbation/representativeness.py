@@ -35,19 +35,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet
 from ..core.explanation import Explanation
 from ..core.hooks import preserved
-from ..core.targets import resolve_targets
-from ..core.tensors import (
-    check_batch_size,
-    check_score,
-    gaussian_blur,
-    inference_copy,
-    to_scores,
-    upsample,
-)
+from ..core.masks import MaskResult
+from ..core.tensors import check_batch_size, check_score, gaussian_blur, to_scores, upsample
 from ..models.base import LoadedModel
-from .interrogate import composite, fully_perturbed, normalized_score
+from .editing import class_scores, composite, fully_perturbed, normalized_score, targets_of
 from .operators import PERTURBATIONS, check_perturbation
 
 ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))
@@ -125,14 +119,9 @@ class Representativeness:
 
 
 def _masks_and_targets(masks, target, x):
+    """Keep-masks ``(N, T, H, W)``, their targets and the images from an Explanation or tensors."""
     if isinstance(masks, Explanation):
-        if "mask" in masks.extras:
-            m = masks.extras["mask"]
-        else:
-            raise ValueError(
-                f"the {masks.method!r} explanation carries no learned mask (extras['mask']); "
-                "pass the masks tensor (1 = keep)"
-            )
+        m = MaskResult.of(masks).mask[:, :, 0]  # the first area of each target
         return m, masks.targets, (x if x is not None else masks.inputs)
     return masks, target, x
 
@@ -158,8 +147,9 @@ def representativeness(
         model: a :class:`LoadedModel` or a bare ``nn.Module``.
         x: ``(N, 3, H, W)`` normalised images (None: take them from the Explanation).
         masks: learned keep-masks ``(N, 1, H, W)`` or ``(N, T, H, W)`` in [0, 1]
-            (1 = keep; other sizes are resized bilinearly), or an Explanation of
-            the ``perturbation`` method (its ``extras["mask"]`` and targets).
+            (1 = keep; other sizes are resized bilinearly), or the Explanation of a
+            mask-learning method (``meaningful_perturbation``, or ``extremal``: its
+            first area), whose :class:`MaskResult` gives the masks and targets.
         target: the masks' classes (:mod:`cnnlens.core.targets`); ``None`` = top-1.
         alphas: thresholds (default 0, 0.05, ..., 0.95).
         smooth: σ in pixels of the extra smoothing of ``1 - m`` (0: none).
@@ -198,29 +188,9 @@ def representativeness(
     pb = {k: torch.zeros(n, t_count) for k in kinds}
     deleted = torch.zeros(n, t_count, a_count)
     with preserved(model.net), torch.no_grad():
-        net = inference_copy(model.net, x)
-        fmt = torch.channels_last if net is not model.net else torch.contiguous_format
-
-        def run(images: torch.Tensor) -> torch.Tensor:
-            images = images.contiguous(memory_format=fmt)
-            bs = batch_size or images.shape[0]
-            return torch.cat(
-                [
-                    to_scores(net(images[s : s + bs]).float(), score).cpu()
-                    for s in range(0, images.shape[0], bs)
-                ]
-            )
-
-        logits = net(x.contiguous(memory_format=fmt)).float()
-        if isinstance(target, torch.Tensor) and target.dim() == 2:
-            targets = target.to(device=x.device, dtype=torch.long)
-        else:
-            targets = resolve_targets(target, n, logits)
-        if targets.shape != (n, t_count):
-            raise ValueError(
-                f"targets {tuple(targets.shape)} do not match masks {tuple(masks.shape)}: "
-                "give one target per mask"
-            )
+        fast = FastNet.of(model.net, x)
+        logits = fast(x).float()
+        targets = targets_of(target, logits, masks.shape, "masks")
         p0 = torch.gather(to_scores(logits, score).cpu(), 1, targets.cpu())
         with progress.task("representativeness", n * len(kinds)) as advance:
             for i in range(n):
@@ -233,7 +203,8 @@ def representativeness(
                 uniq = uniq.view(-1, 1, h, w)
                 t_i = targets[i].cpu()
                 for k in kinds:
-                    probs = run(composite(x[i : i + 1], bases[k][i : i + 1], uniq))
+                    edits = composite(x[i : i + 1], bases[k][i : i + 1], uniq)
+                    probs = class_scores(fast, edits, score, batch_size)
                     rows = probs[inverse.cpu()]  # (1 + T*A, C)
                     pb[k][i] = rows[0, t_i]
                     body = rows[1:].view(t_count, a_count, -1)

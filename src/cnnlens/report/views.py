@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..colormaps import colorbar, overlay
 from ..core.explanation import Explanation
+from ..core.masks import MaskResult
 from ..io import data_uri, to_pil
 
 # Colours saturate at this quantile of each map, so that a few extreme pixels (common
@@ -150,9 +151,16 @@ def prediction_rows(pred_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-# Extras that mark an explanation as an explicit edit of the image (meaningful
-# perturbation and its relatives): the report then shows mask, edit and scores.
-EDIT_KEYS = ("mask", "perturbed", "score", "score_before")
+def _chart_uri(curves: dict[str, torch.Tensor], names: Sequence[str], title: str) -> str | None:
+    """An SVG line chart of the named per-iteration curves, as a data URI (None: none of them)."""
+    from .charts import line_chart
+
+    series = {name: curves[name].tolist() for name in names if name in curves}
+    if not series:
+        return None
+    svg = line_chart(series, title=title, xlabel="iteration", width=320, height=190,
+                     markers=False)  # fmt: skip
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
 def edit_panels(
@@ -161,56 +169,52 @@ def edit_panels(
     label: LabelFn,
     max_targets: int,
 ) -> list[list[dict[str, Any]]] | None:
-    """Per image and shown target: learned mask, edited image, ``p → p'`` and curves.
+    """Per image, one panel per shown target and area: mask, edited image, ``p → p'``, curves.
 
-    Returns ``None`` unless the explanation's extras hold every key of
-    :data:`EDIT_KEYS`. ``to_display`` turns normalised inputs ``(K, 3, H, W)``
-    into [0, 1] display images.
+    Methods that learn masks (``meaningful_perturbation``, ``extremal``) carry a
+    :class:`MaskResult`; every area of it gets its own panel (extremal may sweep
+    several), captioned with the target area. Returns ``None`` for other
+    explanations. ``to_display`` turns normalised inputs ``(K, 3, H, W)`` into
+    [0, 1] display images.
     """
-    from .charts import line_chart
-
-    ex = expl.extras
-    if not all(isinstance(ex.get(k), torch.Tensor) for k in EDIT_KEYS):
+    try:
+        result = MaskResult.of(expl)
+    except ValueError:
         return None
-    masks = ex["mask"].detach().float().cpu()
-    n, t = masks.shape[:2]
+    n, t, a = result.shape
     shown = min(t, max_targets)
-    edited = to_display(ex["perturbed"][:, :shown].flatten(0, 1))
+    edited = to_display(result.edited[:, :shown].flatten(0, 2))
     if edited is None:
         return None
-    edited = edited.view(n, shown, *edited.shape[1:])
-    curve = ex.get("curve") if isinstance(ex.get("curve"), dict) else {}
+    edited = edited.view(n, shown, a, *edited.shape[1:])
+    masks = result.mask.detach().float().cpu()
+    curves = {k: v.detach().float().cpu() for k, v in result.curves.items()}
+    first = ("score", "area")  # the rest (loss, regulariser) gets a chart of its own
+    rest = [k for k in curves if k not in first]
     out = []
     for i in range(n):
         row = []
         for j in range(shown):
             cls = int(expl.targets[i, j])
-            gray = masks[i, j].clamp(0, 1).unsqueeze(0).expand(3, -1, -1)
-            charts = []
-            for names, title in ((("score", "area"), "score and area"), (("loss",), "loss")):
-                series = {
-                    name: curve[name][i, j].tolist()
-                    for name in names
-                    if isinstance(curve.get(name), torch.Tensor) and curve[name].dim() == 3
-                }
-                if series:
-                    svg = line_chart(series, title=title, xlabel="iteration",
-                                     width=320, height=190, markers=False)  # fmt: skip
-                    charts.append(
-                        "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-                    )
-            area = ex.get("area")
-            row.append(
-                {
-                    "label": label(cls, i),
-                    "target": cls,
-                    "mask_src": data_uri(photo(gray)),
-                    "edited_src": data_uri(photo(edited[i, j])),
-                    "before": f"{float(ex['score_before'][i, j]):.3f}",
-                    "after": f"{float(ex['score'][i, j]):.3f}",
-                    "area": None if area is None else f"{100 * float(area[i, j]):.1f}%",
-                    "charts": charts,
-                }
-            )
+            for k in range(a):
+                gray = masks[i, j, k].clamp(0, 1).unsqueeze(0).expand(3, -1, -1)
+                mine = {name: c[i, j, k] for name, c in curves.items()}
+                charts = [_chart_uri(mine, first, "score and area"),
+                          _chart_uri(mine, rest, " and ".join(rest))]  # fmt: skip
+                row.append(
+                    {
+                        "label": label(cls, i),
+                        "target": cls,
+                        "target_area": None
+                        if result.areas is None
+                        else f"{100 * result.areas[k]:g}%",
+                        "mask_src": data_uri(photo(gray)),
+                        "edited_src": data_uri(photo(edited[i, j, k])),
+                        "before": f"{float(result.score_before[i, j]):.3f}",
+                        "after": f"{float(result.score[i, j, k]):.3f}",
+                        "area": f"{100 * float(result.area[i, j, k]):.1f}%",
+                        "charts": [c for c in charts if c is not None],
+                    }
+                )
         out.append(row)
     return out
