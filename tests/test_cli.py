@@ -162,3 +162,20 @@ def test_explain_without_arguments_uses_samples(tmp_path, monkeypatch):
     assert sorted(results["methods"]) == ["cam", "gradcam", "gradient", "occlusion"]
     assert results["images"][0]["predictions"][0]["label"] == "Egyptian cat"
     assert results["errors"] == []
+
+
+def test_parameters_given_under_the_alias_reach_the_method(tmp_path):
+    # "perturbation" is an alias of "meaningful_perturbation": parameters keyed by either
+    # name reach the method however it was chosen
+    import cnnlens as cl
+    from cnnlens.pipeline import explain_files
+    from helpers import tiny_cnn
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    loaded = cl.LoadedModel.wrap(tiny_cnn())
+    for chosen, key in (("meaningful_perturbation", "perturbation"),
+                        ("perturbation", "meaningful_perturbation")):  # fmt: skip
+        run = explain_files(loaded, [tmp_path / "a.png"], methods=chosen, out_dir=None,
+                            method_params={key: {"iterations": 3, "mask_scale": 8}})  # fmt: skip
+        (expl,) = run.explanations
+        assert expl.params["iterations"] == 3 and expl.method == chosen

@@ -311,3 +311,27 @@ def test_edit_panel_for_extremal_masks(tmp_path: Path) -> None:
     charts = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(charts) == 8  # score/area and the regulariser, per panel
     assert "regulariser" in base64.b64decode(charts[1]).decode()
+
+
+def test_edit_panels_survive_joining_batches(tmp_path: Path) -> None:
+    # the pipeline explains one image at a time and joins the parts (Explanation.cat):
+    # every image keeps its edit panel, with its own scores
+    import cnnlens as cl
+    from cnnlens.core.explanation import Explanation
+    from cnnlens.core.masks import MaskResult
+    from helpers import tiny_cnn
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    parts = [
+        cl.attribute(tiny_cnn(), x[i : i + 1], "perturbation", target=[[i + 1]], iterations=4,
+                     mask_scale=4)  # fmt: skip
+        for i in range(2)
+    ]
+    joined = Explanation.cat(parts)
+    r = MaskResult.of(joined)
+    assert r.mask.shape[0] == 2
+    torch.testing.assert_close(r.score[1], MaskResult.of(parts[1]).score[0])
+    html = build_report([joined], tmp_path).read_text()
+    assert html.count('class="edit"') == 2
+    after = float(MaskResult.of(parts[1]).score[0, 0, 0])
+    assert f"→ {after:.3f}" in html

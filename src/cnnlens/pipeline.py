@@ -18,7 +18,7 @@ from .core import progress
 from .core.errors import CnnlensError, ImageError
 from .core.explanation import Explanation
 from .io import list_images, load_image, sample_images
-from .methods import attribute, method_names
+from .methods import attribute, get_method, method_names
 from .models.base import LoadedModel, Prediction
 from .report import build_report
 
@@ -58,8 +58,6 @@ class ExplainRun:
 
 def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
     """``"all"``, a comma-separated string, or a list of names -> validated names."""
-    from .methods import get_method
-
     if methods is None:
         return ["gradient", "cam", "gradcam", "occlusion"]
     if isinstance(methods, str):
@@ -117,7 +115,9 @@ def explain_files(
     """
     names, images, errors = gather_images(inputs)
     chosen = resolve_methods(methods)
-    method_params = method_params or {}
+    # keyed by registered name, so parameters given under an alias reach the method
+    # however it was chosen ("perturbation" or "meaningful_perturbation" or "all")
+    by_name = {get_method(k).name: v for k, v in (method_params or {}).items()}
     run = ExplainRun(names=names, predictions=None, explanations=[], errors=errors)
     if not images:
         return run
@@ -134,7 +134,7 @@ def explain_files(
                             x[i : i + 1],
                             method,
                             target=target,
-                            **method_params.get(method, {}),
+                            **by_name.get(get_method(method).name, {}),
                         )
                     )
                 except (CnnlensError, ValueError, RuntimeError, TypeError) as e:

@@ -47,7 +47,12 @@ class Explanation:
 
     @classmethod
     def cat(cls, parts: list[Explanation]) -> Explanation:
-        """Join explanations of the same method computed on consecutive batches."""
+        """Join explanations of the same method computed on consecutive batches.
+
+        ``extras`` are the first part's, except values with a ``cat`` classmethod
+        (such as :class:`~cnnlens.core.masks.MaskResult`) held by every part: those
+        are joined too, so a multi-image report still has every image's edit panel.
+        """
         if not parts:
             raise ValueError("nothing to concatenate")
         first = parts[0]
@@ -56,6 +61,15 @@ class Explanation:
         inputs = None
         if all(p.inputs is not None for p in parts):
             inputs = torch.cat([p.inputs for p in parts])
+        # Extras are the first part's, except values that know how to join along the
+        # images (a ``cat`` classmethod, as MaskResult has) and that every part holds.
+        extras = dict(first.extras)
+        for key, value in first.extras.items():
+            values = [p.extras.get(key) for p in parts]
+            if callable(getattr(type(value), "cat", None)) and all(
+                type(v) is type(value) for v in values
+            ):
+                extras[key] = type(value).cat(values)
         return cls(
             maps=torch.cat([p.maps for p in parts]),
             targets=torch.cat([p.targets for p in parts]),
@@ -63,7 +77,7 @@ class Explanation:
             params=first.params,
             seconds=sum(p.seconds for p in parts),
             signed=first.signed,
-            extras=first.extras,
+            extras=extras,
             inputs=inputs,
         )
 
