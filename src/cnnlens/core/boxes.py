@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .maps import minmax
+
 Box = tuple[int, int, int, int]
 
 # The thresholds h of :func:`tightest_boxes` by default: 0, 0.1, ..., 1.
@@ -115,17 +117,8 @@ def box_masks(boxes: torch.Tensor, size: tuple[int, int], device=None) -> torch.
     return (~inside).float().unsqueeze(1)
 
 
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each ``(H, W)`` map of ``(..., H, W)`` to [0, 1]; constant maps become 0.
-
-    Returns:
-        float32 maps shaped like ``maps``.
-    """
-    flat = maps.detach().float().flatten(-2)
-    lo = flat.amin(-1, keepdim=True)
-    span = flat.amax(-1, keepdim=True) - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
-    return out.view(maps.shape)
+# per-map min-max scaling to [0, 1] (constant maps become 0), under its old name
+normalize_maps = minmax
 
 
 def tightest_boxes(maps: torch.Tensor, thresholds: Sequence[float] = THRESHOLDS) -> torch.Tensor:

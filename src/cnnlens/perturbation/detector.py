@@ -38,24 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.explanation import Explanation
+from ..core.maps import one_per_image
 
 CLASSIFIERS = ("cnn", "logistic")
-
-
-def _as_maps(maps: torch.Tensor | Explanation, what: str) -> torch.Tensor:
-    """``(N, 1, H, W)`` float maps from ``(N, H, W)``, ``(N, 1, H, W)`` or an Explanation."""
-    if isinstance(maps, Explanation):
-        maps = maps.maps
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor or an Explanation, got {type(maps).__name__}")
-    if maps.dim() == 3:
-        maps = maps.unsqueeze(1)
-    if maps.dim() != 4 or maps.shape[1] != 1:
-        raise ValueError(
-            f"{what} must be (N, H, W) or (N, 1, H, W) (one map per image), "
-            f"got shape {tuple(maps.shape)}"
-        )
-    return maps.detach().float().cpu()
 
 
 def map_features(maps: torch.Tensor, size: int = 28) -> torch.Tensor:
@@ -228,7 +213,8 @@ def detection_accuracy(
         raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 4:
         raise ValueError(f"size must be an integer >= 4, got {size!r}")
-    clean, adv = _as_maps(maps_clean, "maps_clean"), _as_maps(maps_adv, "maps_adv")
+    clean, adv = (one_per_image(m, what, finite=False).unsqueeze(1).cpu()
+                  for m, what in ((maps_clean, "maps_clean"), (maps_adv, "maps_adv")))
     if clean.shape[0] != adv.shape[0]:
         raise ValueError(
             f"need one adversarial map per clean map, got {clean.shape[0]} and {adv.shape[0]}"

@@ -34,15 +34,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.maps import one_per_image
+
 WINDOW = 5
-
-
-def _as_maps(masks: torch.Tensor) -> torch.Tensor:
-    if masks.dim() == 3:
-        masks = masks.unsqueeze(1)
-    if masks.dim() != 4 or masks.shape[1] != 1:
-        raise ValueError(f"masks must be (N, 1, H, W) or (N, H, W), got {tuple(masks.shape)}")
-    return masks.detach().float()
 
 
 def _points(points, h: int, w: int, where: str) -> torch.Tensor:
@@ -74,7 +68,7 @@ def window_means(masks: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
     """Mean of every ``window x window`` square (clipped to the image) around each pixel."""
     if not isinstance(window, int) or isinstance(window, bool) or window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number of pixels, got {window!r}")
-    m = _as_maps(masks)
+    m = one_per_image(masks, "masks", finite=False).unsqueeze(1)
     if window == 1:
         return m
     return F.avg_pool2d(m, window, stride=1, padding=window // 2, count_include_pad=False)
@@ -196,7 +190,7 @@ def region_test(
     for name in (numerator, denominator):
         if name not in keypoints:
             raise ValueError(f"no keypoints of type {name!r}; have {', '.join(keypoints)}")
-    n = _as_maps(masks).shape[0]
+    n = one_per_image(masks, "masks", finite=False).unsqueeze(1).shape[0]
     values = region_means(masks, keypoints, window)
     num, den = values[numerator], values[denominator]
     ratio = num / den
