@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlens.core.batching import FastNet, MaskRows, chunks, score_batches
+from cnnlens.core.batching import FastNet, MaskRows, batch_size_for, chunks, score_batches
+from cnnlens.core.tensors import target_scores
 
 
 class Sum(nn.Module):
@@ -58,6 +59,28 @@ def test_score_batches_same_for_any_batch_size_and_lazy_images(batch_size):
     torch.testing.assert_close(got, whole)
     torch.testing.assert_close(lazy, whole)
     assert sum(seen) == 7 and max(seen) <= batch_size
+
+
+def test_target_scores_by_hand_keep_dtype_and_graph():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    logits.requires_grad_(True)
+    targets = torch.tensor([[2, 0], [1, 1]])
+    got = target_scores(logits, targets, "logit")
+    assert got.dtype == torch.float64 and got.requires_grad
+    torch.testing.assert_close(got.detach(), torch.tensor([[3.0, 1.0], [0.0, 0.0]]).double())
+    probs = target_scores(logits, targets, "prob").detach()
+    e = torch.tensor([1.0, 2.0, 3.0]).double().exp()
+    hand = torch.stack([e[2] / e.sum(), e[0] / e.sum()])
+    torch.testing.assert_close(probs[0], hand)
+    torch.testing.assert_close(probs[1], torch.full((2,), 1 / 3).double())
+    logprob = target_scores(logits, targets, "logprob").detach()
+    torch.testing.assert_close(logprob, probs.log())
+
+
+def test_batch_size_for():
+    assert batch_size_for(torch.zeros(1, 3, 224, 224), 7) == 7
+    assert batch_size_for(torch.zeros(1, 3, 224, 224), None) == 4  # CPU budget: 4 at 224 px
+    assert batch_size_for(torch.zeros(1, 3, 112, 112), None) == 16
 
 
 def test_chunks():

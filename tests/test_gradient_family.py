@@ -7,6 +7,8 @@ comments), the registry-wide invariants are re-run for these methods on
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -367,6 +369,36 @@ def test_methods_are_registered_in_the_gradient_family():
         assert infos[name].family == "gradient"
     assert infos["integrated_gradients"].signed and not infos["vargrad"].signed
     assert infos["integrated_gradients"].defaults["steps"] == 32
+
+
+def test_smoothgrad_variants_share_one_parameter_list():
+    # The three variants are built from one definition: same keyword-only parameters and
+    # defaults, their own name, summary, sign and docstring.
+    expected = {
+        "base": "gradient",
+        "noise": 0.15,
+        "samples": 25,
+        "seed": 0,
+        "reduce": "sum",
+        "score": "logit",
+        "batch_size": None,
+    }
+    firsts = {
+        "smoothgrad": "SmoothGrad maps: ``mean_i A(x + eps_i)``, channels reduced after",
+        "smoothgrad_sq": "SmoothGrad^2 maps: ``mean_i A(x + eps_i)^2`` per channel, then",
+        "vargrad": "VarGrad maps: population variance of ``A(x + eps_i)`` per channel, then",
+    }
+    for name, first in firsts.items():
+        info = cl.get_method(name)
+        assert info.defaults == expected
+        assert info.fn is getattr(sg, name) and info.fn.__name__ == name
+        assert info.fn.__doc__.startswith(first)
+        params = list(inspect.signature(info.fn).parameters.values())
+        assert [p.name for p in params[:3]] == ["model", "x", "target"]
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[3:])
+        assert info.signed == (name == "smoothgrad")
+    assert "Args:" in sg.smoothgrad.__doc__
+    assert sg.SMOOTHING == ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -761,24 +761,37 @@ def test_targets_through_attribute_pick_the_right_maps():
 # Each test below states behaviour that an earlier version got wrong.
 
 
-def test_occlusion_stride_larger_than_window_is_refused_or_finite():
-    # Window 2, stride 3 on 8 px: starts 0, 3, 6 -> pixels 2 and 5 of each axis are covered
-    # by no window; total / count is 0 / 0 there.
+@pytest.mark.parametrize("mode", ["auto", "exact", "incremental", "approximate"])
+@pytest.mark.parametrize(
+    "window, stride", [(2, (3, 3)), ((2, 4), (3, 2)), ((4, 2), (2, 3))], ids=["both", "y", "x"]
+)
+def test_occlusion_stride_larger_than_window_is_refused_before_any_pass(mode, window, stride):
+    # Window 2, stride 3 on 8 px: starts 0, 3, 6 leave pixels 2 and 5 of each axis covered by
+    # no window, where the mean drop would be 0 / 0. Occlusion refuses such a stride (along
+    # either axis, in every mode) with a ValueError naming both, before running the model.
     w = torch.zeros(1, 3, 8, 8)
     w[0, 0] = 1.0
-    try:
-        e = cl.attribute(
-            LinearProbe(w),
+    model = LinearProbe(w)
+    passes = []
+    model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    win = (window, window) if isinstance(window, int) else window
+    message = (
+        f"stride {stride} is larger than window {win}: pixels between windows would get no "
+        "value; use a stride no larger than the window"
+    )
+    with pytest.raises(ValueError) as refused:
+        cl.attribute(
+            model,
             torch.rand(1, 3, 8, 8),
             "occlusion",
             target=0,
-            window=2,
-            stride=3,
+            window=window,
+            stride=stride,
             score="logit",
+            mode=mode,
         )
-    except ValueError:
-        return
-    assert torch.isfinite(e.maps).all()
+    assert str(refused.value) == message
+    assert passes == []
 
 
 def test_occlusion_negative_batch_size_is_refused():

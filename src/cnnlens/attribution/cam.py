@@ -31,7 +31,7 @@ from ..core.layers import default_layer, last_linear
 from ..core.names import resolve_layer
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import MethodOutput, check_score, gather_scores, to_scores, upsample
+from ..core.tensors import MethodOutput, check_score, target_scores, upsample
 
 WeightRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -75,7 +75,7 @@ def weighted_cam(
             f"the output does not depend on layer {name!r}; pick a layer before the head"
         )
     targets = resolve_targets(target, x.shape[0], logits)
-    scores = gather_scores(to_scores(logits, score), targets)
+    scores = target_scores(logits, targets, score)
     cams = []
     for j in range(targets.shape[1]):
         (grads,) = torch.autograd.grad(

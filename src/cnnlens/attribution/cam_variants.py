@@ -63,17 +63,12 @@ from __future__ import annotations
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, batch_size_for, chunks, score_batches
 from ..core.errors import MethodError
 from ..core.hooks import capture
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import (
-    MethodOutput,
-    check_batch_size,
-    default_batch_size,
-    inference_copy,
-    upsample,
-)
+from ..core.tensors import MethodOutput, check_batch_size, upsample
 from .cam import pick_layer, weighted_cam
 
 GRADCAMPP_EPS = 1e-6
@@ -124,32 +119,42 @@ def channel_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def masked_logits(
-    net: torch.nn.Module,
+    net: torch.nn.Module | FastNet,
     x: torch.Tensor,
     acts: torch.Tensor,
     targets: torch.Tensor,
     batch_size: int,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """The targets' logits on ``x`` masked by each channel: ``(N, K, T)``.
+    """The targets' logits on ``x`` masked by each channel: ``(N, K, T)`` float32.
 
-    Run it under ``torch.inference_mode``; ``net`` may be a channels-last copy
-    (then pass ``memory_format=torch.channels_last``).
+    Args:
+        net: a :class:`FastNet`, or a model whose inputs take ``memory_format``.
+        x: ``(N, C, H, W)`` images.
+        acts: ``(N, K, h, w)`` feature maps; channel ``k`` masks the image (see
+            :func:`channel_masks`).
+        targets: ``(N, T)`` classes scored on every masked image.
+        batch_size: masked images per forward pass.
+        memory_format: the layout ``net`` runs on (ignored for a :class:`FastNet`).
+
+    Run it under ``torch.inference_mode``.
     """
+    fast = net if isinstance(net, FastNet) else FastNet(net, memory_format)
     n, k = acts.shape[:2]
     size = tuple(x.shape[-2:])
-    out = torch.empty(n, k, targets.shape[1], device=x.device, dtype=torch.float32)
-    chunks = -(-k // batch_size)
-    with progress.task("scorecam", n * chunks) as advance:
+    per_image = []
+    with progress.task("scorecam", n * len(chunks(k, batch_size))) as advance:
         for i in range(n):
-            for start in range(0, k, batch_size):
-                stop = min(k, start + batch_size)
-                masks = channel_masks(acts[i, start:stop], size)
-                batch = (x[i : i + 1] * masks).contiguous(memory_format=memory_format)
-                logits = net(batch)
-                out[i, start:stop] = logits[:, targets[i]].float()
-                advance(1)
-    return out
+
+            def make(rows: slice, i: int = i) -> torch.Tensor:
+                return x[i : i + 1] * channel_masks(acts[i, rows], size)
+
+            wanted = targets[i].expand(k, -1)
+            # progress counts forward passes
+            per_image.append(
+                score_batches(fast, make, wanted, "logit", batch_size, lambda _: advance(1))
+            )
+    return torch.stack(per_image)
 
 
 @register(
@@ -172,20 +177,19 @@ def scorecam(
     """
     check_batch_size(batch_size)
     name = pick_layer(model, x, layer)
-    bs = batch_size or default_batch_size(x)
-    fast = inference_copy(model.net, x)
-    fmt = torch.channels_last if fast is not model.net else torch.contiguous_format
+    bs = batch_size_for(x, batch_size)
+    fast = FastNet.of(model.net, x)
     # gradients=True hands the layers downstream a copy, so an in-place activation after
     # the layer (BN -> ReLU(inplace)) cannot overwrite the captured maps; no graph is built.
-    with torch.no_grad(), capture(fast, [name], gradients=True) as rec:
-        logits = fast(x.contiguous(memory_format=fmt))
+    with torch.no_grad(), capture(fast.net, [name], gradients=True) as rec:
+        logits = fast(x)
     acts = rec.activations.get(name)
     if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
         raise MethodError(f"layer {name!r} must output a (N, K, h, w) feature map for a CAM method")
     acts = acts.detach()
     targets = resolve_targets(target, x.shape[0], logits)
     with torch.inference_mode():
-        scores = masked_logits(fast, x, acts, targets, bs, fmt)
+        scores = masked_logits(fast, x, acts, targets, bs)
     # Outside inference mode so that the maps are ordinary tensors.
     weights = torch.softmax(scores.clone(), dim=1).to(acts.dtype)  # (N, K, T)
     maps = torch.einsum("nkt,nkhw->nthw", weights, acts).clamp_min(0)

@@ -15,7 +15,7 @@ import torch
 
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import MethodOutput, check_score, gather_scores, to_scores
+from ..core.tensors import MethodOutput, check_score, target_scores
 
 REDUCTIONS = ("absmax", "sum", "l2")
 
@@ -49,12 +49,36 @@ def input_gradients(model, x: torch.Tensor, target, score: str = "logit"):
     xg = x.detach().requires_grad_(True)
     logits = model.net(xg)
     targets = resolve_targets(target, x.shape[0], logits)
-    scores = gather_scores(to_scores(logits, score), targets)
+    scores = target_scores(logits, targets, score)
     grads = []
     for j in range(targets.shape[1]):
         (g,) = torch.autograd.grad(scores[:, j].sum(), xg, retain_graph=j < targets.shape[1] - 1)
         grads.append(g)
     return torch.stack(grads, dim=1), targets
+
+
+def gradient_maps(
+    model, x: torch.Tensor, target, reduce: str, score: str, *, times_input: bool = False
+) -> MethodOutput:
+    """Maps from the input gradient: ``ds/dx`` (or ``x * ds/dx``), channels reduced.
+
+    Args:
+        model: a LoadedModel.
+        x: ``(N, C, H, W)`` images.
+        target: target specification.
+        reduce: channel reduction, one of :data:`REDUCTIONS` (``"sum"`` keeps the sign).
+        score: differentiate the ``"logit"``, ``"prob"`` or ``"logprob"``.
+        times_input: multiply the gradient by the input before reducing (input x gradient).
+
+    Returns:
+        ``maps (N, T, H, W)``, ``targets (N, T)``, ``extras["signed"]``.
+    """
+    check_reduce(reduce)
+    grads, targets = input_gradients(model, x, target, score)
+    if times_input:
+        grads = grads * x.detach().unsqueeze(1)
+    maps = reduce_per_target(grads, reduce)
+    return MethodOutput(maps.detach(), targets, {"signed": reduce == "sum"})
 
 
 @register(
@@ -77,7 +101,4 @@ def gradient(
     Returns:
         ``maps (N, T, H, W)``.
     """
-    check_reduce(reduce)
-    grads, targets = input_gradients(model, x, target, score)
-    maps = reduce_per_target(grads, reduce)
-    return MethodOutput(maps.detach(), targets, {"signed": reduce == "sum"})
+    return gradient_maps(model, x, target, reduce, score)

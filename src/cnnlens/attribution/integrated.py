@@ -52,19 +52,11 @@ from contextlib import nullcontext
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, batch_size_for, chunks
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import (
-    MethodOutput,
-    check_batch_size,
-    check_score,
-    default_batch_size,
-    gather_scores,
-    gaussian_blur,
-    inference_copy,
-    to_scores,
-)
-from .gradient import check_reduce, input_gradients, reduce_per_target
+from ..core.tensors import MethodOutput, check_batch_size, check_score, gaussian_blur, target_scores
+from .gradient import check_reduce, gradient_maps, reduce_per_target
 
 INTEGRATION_METHODS = (
     "riemann_middle",
@@ -83,7 +75,8 @@ def _noop(_: int = 1) -> None:
     return None
 
 
-def _check_count(name: str, value, minimum: int = 1) -> int:
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """``value`` if it is an integer >= ``minimum`` (not a bool), else a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
@@ -91,7 +84,7 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
 
 def integration_points(quadrature: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Quadrature nodes ``alphas`` in [0, 1] and their weights for ``steps`` points (float64)."""
-    steps = _check_count("steps", steps)
+    steps = check_count("steps", steps)
     n = steps
     m = torch.arange(n, dtype=torch.float64)
     weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -157,32 +150,33 @@ def integrated_per_channel(
     check_score(score)
     check_batch_size(batch_size)
     alphas, weights = integration_points(quadrature, steps)
-    net = inference_copy(model.net, x)  # channels-last copy on CPU: ~15% faster passes
-    fmt = torch.channels_last if net is not model.net else torch.contiguous_format
+    fast = FastNet.of(model.net, x)  # channels-last copy on CPU: ~15% faster passes
     n = x.shape[0]
     x = x.detach()
     ref = ig_baseline(x, baseline).detach()
     with torch.no_grad():
-        logits_x = net(x)
+        logits_x = fast(x)
         targets = resolve_targets(target, n, logits_x)
-        s_x = gather_scores(to_scores(logits_x, score), targets)
-        s_ref = gather_scores(to_scores(net(ref), score), targets)
+        s_x = target_scores(logits_x, targets, score)
+        s_ref = target_scores(fast(ref), targets, score)
     t = targets.shape[1]
     diff = x - ref
     total = torch.zeros(n, t, *x.shape[1:], dtype=x.dtype, device=x.device)
     alphas = alphas.to(device=x.device, dtype=x.dtype)
     weights = weights.to(device=x.device, dtype=x.dtype)
-    bs = batch_size or default_batch_size(x)
     pairs = len(alphas) * n  # (step, image) pairs, step-major
-    chunks = (pairs + bs - 1) // bs
-    ctx = progress.task("integrated gradients", chunks) if show_progress else nullcontext(_noop)
+    batches = chunks(pairs, batch_size_for(x, batch_size))
+    ctx = (
+        progress.task("integrated gradients", len(batches)) if show_progress else nullcontext(_noop)
+    )
     with ctx as advance:
-        for start in range(0, pairs, bs):
-            idx = torch.arange(start, min(start + bs, pairs), device=x.device)
+        for rows in batches:
+            idx = torch.arange(rows.start, rows.stop, device=x.device)
             k, i = idx // n, idx % n
             a = alphas[k].view(-1, 1, 1, 1)
-            points = (ref[i] + a * diff[i]).contiguous(memory_format=fmt).requires_grad_(True)
-            scores = gather_scores(to_scores(net(points), score), targets[i])
+            points = fast.prepare(ref[i] + a * diff[i]).requires_grad_(True)
+            # not fast.scores: no cast to float32, gradients keep the model's dtype
+            scores = target_scores(fast(points), targets[i], score)
             w = weights[k].view(-1, 1, 1, 1)
             for j in range(t):
                 (g,) = torch.autograd.grad(scores[:, j].sum(), points, retain_graph=j < t - 1)
@@ -217,12 +211,7 @@ def input_x_gradient(
     Returns:
         ``maps (N, T, H, W)``.
     """
-    check_reduce(reduce)
-    grads, targets = input_gradients(model, x, target, score)
-    per_channel = grads * x.detach().unsqueeze(1)
-    return MethodOutput(
-        reduce_per_target(per_channel, reduce).detach(), targets, {"signed": reduce == "sum"}
-    )
+    return gradient_maps(model, x, target, reduce, score, times_input=True)
 
 
 @register(

@@ -29,18 +29,10 @@ from __future__ import annotations
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, batch_size_for, chunks
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import (
-    MethodOutput,
-    check_batch_size,
-    check_score,
-    default_batch_size,
-    gather_scores,
-    gaussian_blur,
-    inference_copy,
-    to_scores,
-)
+from ..core.tensors import MethodOutput, check_batch_size, check_score, gaussian_blur, target_scores
 from . import incremental
 from .incremental import approximate
 
@@ -187,7 +179,7 @@ def occlusion(
     with torch.inference_mode():
         logits = runner.logits_all(x)
         targets = resolve_targets(target, n, logits)
-        base_scores = gather_scores(to_scores(logits.float(), score), targets)  # (N, T)
+        base_scores = target_scores(logits.float(), targets, score)  # (N, T)
         maps = torch.zeros(n, targets.shape[1], h, w, device=x.device)
         windows_run = 0
         with progress.task("occlusion windows", n * per_image) as advance:
@@ -247,20 +239,20 @@ class _Runner:
             except incremental.UnsupportedGraph as e:
                 self.mode_used = f"exact (incremental unavailable: {e})"
         self.probe = mode == "incremental"
-        default = 32 if self.engine is not None and not x.is_cuda else default_batch_size(x)
-        self.bs = batch_size or default
+        incremental_cpu = self.engine is not None and not x.is_cuda
+        self.bs = (batch_size or 32) if incremental_cpu else batch_size_for(x, batch_size)
 
     def logits_all(self, x):
         if self.engine is None:
-            self._naive(x)
-            return self.fast(x.contiguous(memory_format=self.fmt))
+            return self._naive(x)(x)
         out = [self.engine.prepare(x[i : i + 1]) for i in range(x.shape[0])]
         return torch.cat(out)
 
-    def _naive(self, x):
+    def _naive(self, x) -> FastNet:
+        """The model prepared for naive batches (made on first use)."""
         if self.fast is None:
-            self.fast = inference_copy(self.net, x)
-            self.fmt = torch.channels_last if self.fast is not self.net else torch.contiguous_format
+            self.fast = FastNet.of(self.net, x)
+        return self.fast
 
     def prepare(self, x, i):
         if self.engine is not None and x.shape[0] > 1:
@@ -284,24 +276,23 @@ class _Runner:
         ``advance(k)`` is called after every batch of ``k`` windows."""
         wh, ww = self.win
         out = []
-        for start in range(0, len(positions), self.bs):
-            chunk = positions[start : start + self.bs]
+        for rows in chunks(len(positions), self.bs):
+            chunk = positions[rows]
             if self.engine is not None:
                 q = torch.stack([base_img[i, :, y : y + wh, xx : xx + ww] for y, xx in chunk])
                 y0 = torch.tensor([p[0] for p in chunk], device=x.device)
                 x0 = torch.tensor([p[1] for p in chunk], device=x.device)
                 logits = self.engine.run(q, y0, x0)
             else:
-                self._naive(x)
-                batch = x[i : i + 1].repeat(len(chunk), 1, 1, 1)
-                batch = batch.contiguous(memory_format=self.fmt)
+                fast = self._naive(x)
+                batch = fast.empty(len(chunk), x).copy_(x[i : i + 1].expand(len(chunk), -1, -1, -1))
                 for j, (y, xx) in enumerate(chunk):
                     sl = (slice(y, y + wh), slice(xx, xx + ww))
                     batch[j, :, sl[0], sl[1]] = base_img[i, :, sl[0], sl[1]]
-                logits = self.fast(batch)
+                logits = fast(batch)
                 self.naive_windows += len(chunk)
-            scores = to_scores(logits.float(), self.score)
-            out.append(base_scores.unsqueeze(0) - scores[:, targets])
+            scores = target_scores(logits.float(), targets.expand(len(chunk), -1), self.score)
+            out.append(base_scores.unsqueeze(0) - scores)
             advance(len(chunk))
         return torch.cat(out)
 

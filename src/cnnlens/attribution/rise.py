@@ -73,22 +73,16 @@ Explanation of Black-box Models. BMVC 2018. arXiv:1806.07421.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..core import progress
+from ..core.batching import FastNet, batch_size_for, score_batches
 from ..core.registry import register
 from ..core.targets import resolve_targets
-from ..core.tensors import (
-    MethodOutput,
-    check_batch_size,
-    check_score,
-    default_batch_size,
-    gather_scores,
-    inference_copy,
-    to_scores,
-)
+from ..core.tensors import MethodOutput, check_batch_size, check_score
 from .occlusion import make_baseline
 
 NORMALIZE = ("pixel", "paper")
@@ -154,6 +148,30 @@ def upsample_masks(
     return out.clamp_(0.0, 1.0)  # bilinear weights may sum to 1 + 1 ulp
 
 
+def masked_images(
+    fast: FastNet, diff: torch.Tensor, base: torch.Tensor, masks: torch.Tensor
+) -> Callable[[slice], torch.Tensor]:
+    """``make(rows)``: the masked images ``base + diff * masks[rows]`` as one batch.
+
+    Args:
+        fast: the prepared model (its memory format lays out the batch).
+        diff: ``(1, C, H, W)`` image minus baseline.
+        base: ``(1, C, H, W)`` baseline.
+        masks: ``(K, 1, H, W)`` soft masks.
+
+    Returns:
+        ``make(rows) -> (k, C, H, W)``, written straight into a batch laid out for the
+        model (one multiply and one add, no intermediate copy).
+    """
+
+    def make(rows: slice) -> torch.Tensor:
+        batch = fast.empty(rows.stop - rows.start, diff)
+        torch.mul(diff, masks[rows], out=batch)
+        return batch.add_(base)
+
+    return make
+
+
 @register(
     "rise",
     "Score-weighted average of random soft masks (Petsiuk, Das & Saenko 2018)",
@@ -207,11 +225,10 @@ def rise(
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a probability in (0, 1], got {keep!r}")
     check_batch_size(batch_size)
-    net = model.net
     n, _, h, w = x.shape
     if cells > min(h, w):
         raise ValueError(f"cells={cells} is more than the image side ({h}x{w})")
-    bs = int(batch_size or default_batch_size(x))
+    bs = batch_size_for(x, batch_size)
     cell = cell_size(h, w, cells)
     block = mask_block_size(h, w, masks)
     base = make_baseline(x, baseline, cell)
@@ -219,10 +236,9 @@ def rise(
     # on the seed alone (not on batch_size or the block size).
     grids, dys, dxs = draw_grids(masks, cells, keep, cell, torch.Generator().manual_seed(seed))
 
-    fast = inference_copy(net, x)
-    fmt = torch.channels_last if fast is not net else torch.contiguous_format
+    fast = FastNet.of(model.net, x)
     with torch.inference_mode():
-        logits = fast(x.contiguous(memory_format=fmt))
+        logits = fast(x)
         targets = resolve_targets(target, n, logits)
         t_count = targets.shape[1]
         total = torch.zeros(n, t_count, h * w, device=x.device)
@@ -240,17 +256,10 @@ def rise(
                 flat = m.view(count, h * w)
                 coverage += flat.sum(0)
                 for i in range(n):
-                    scores = torch.empty(count, t_count, device=x.device)
-                    for j in range(0, count, bs):
-                        k = min(bs, count - j)
-                        batch = torch.empty(
-                            (k, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt
-                        )
-                        torch.mul(diff[i : i + 1], m_in[j : j + k], out=batch)
-                        batch.add_(base[i : i + 1])
-                        out = to_scores(fast(batch).float(), score)
-                        scores[j : j + k] = gather_scores(out, targets[i].expand(k, -1))
-                        advance(1)
+                    make = masked_images(fast, diff[i : i + 1], base[i : i + 1], m_in)
+                    wanted = targets[i].expand(count, -1)
+                    # progress counts forward passes
+                    scores = score_batches(fast, make, wanted, score, bs, lambda _: advance(1))
                     score_sum[i] += scores.sum(0)
                     for t in range(t_count):  # one product per target: same sums for any T
                         total[i, t] += scores[:, t] @ flat

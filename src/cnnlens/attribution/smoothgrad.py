@@ -22,23 +22,27 @@ Noise is drawn on the CPU from a ``torch.Generator`` seeded with ``seed``, one
 ``(N, C, H, W)`` tensor per sample in sample order, so results do not depend on
 the device or on ``batch_size``. Targets are resolved once on the clean input
 (``None`` means each clean image's top-1 class) and kept for every noisy copy.
+
+The three methods differ only in the statistic of the copies' attributions: each is
+one row of :data:`VARIANTS` (name, summary, statistic, docstring), from which
+:func:`smoothing_method` builds and registers it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from ..core import progress
+from ..core.batching import batch_size_for, chunks
 from ..core.errors import MethodError
 from ..core.registry import lookup, register
 from ..core.targets import resolve_targets
-from ..core.tensors import MethodOutput, check_batch_size, check_score, default_batch_size
+from ..core.tensors import MethodOutput, check_batch_size, check_score
 from .gradient import check_reduce, input_gradients, reduce_per_target
-from .integrated import _check_count, integrated_per_channel
-
-SMOOTHING = ("smoothgrad", "smoothgrad_sq", "vargrad")
+from .integrated import check_count, integrated_per_channel
 
 # A per-channel kernel: (model, x, targets (N, T), score, batch_size) -> (N, T, C, H, W).
 Kernel = Callable[..., torch.Tensor]
@@ -93,8 +97,27 @@ def _base_kernel(base: str) -> tuple[Kernel, int, bool]:
     return kernel, 1, False
 
 
+class Variant(NamedTuple):
+    """One registered member of the family.
+
+    Attributes:
+        name: the method's name (also its progress label).
+        summary: the line ``cnnlens methods`` shows.
+        signed: whether its maps can be signed (only the mean can be).
+        statistic: ``statistic(mean, var)`` of the attributions over the noisy copies,
+            both ``(N, T, C, H, W)`` float64.
+        doc: the method's docstring.
+    """
+
+    name: str
+    summary: str
+    signed: bool
+    statistic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    doc: str
+
+
 def _smooth(
-    kind: str,
+    variant: Variant,
     model,
     x: torch.Tensor,
     target,
@@ -110,7 +133,7 @@ def _smooth(
     check_score(score)
     check_reduce(reduce)
     check_batch_size(batch_size)
-    samples = _check_count("samples", samples)
+    samples = check_count("samples", samples)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(
             f"noise must be a number >= 0 (a fraction of the value range), got {noise!r}"
@@ -124,15 +147,16 @@ def _smooth(
         targets = resolve_targets(target, n, model.net(x))
     flat = x.flatten(1)
     sigma = (noise * (flat.amax(1) - flat.amin(1))).view(n, 1, 1, 1)
-    bs = batch_size or default_batch_size(x)
+    bs = batch_size_for(x, batch_size)
     per_call = copies or max(1, bs // n)
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     shift = None  # the first copy's attribution: accumulating differences from it keeps
     acc1 = acc2 = None  # the variance free of cancellation (exactly 0 for equal copies)
-    with progress.task(kind, (samples + per_call - 1) // per_call) as advance:
-        for start in range(0, samples, per_call):
-            k = min(per_call, samples - start)
+    batches = chunks(samples, per_call)
+    with progress.task(variant.name, len(batches)) as advance:
+        for rows in batches:
+            k = rows.stop - rows.start
             eps = [torch.randn(x.shape, generator=generator, dtype=x.dtype) for _ in range(k)]
             noisy = (x.unsqueeze(0) + sigma * torch.stack(eps).to(x.device)).flatten(0, 1)
             out = kernel(model, noisy, targets.repeat(k, 1), score, batch_size).detach()
@@ -148,43 +172,27 @@ def _smooth(
     m1, m2 = acc1 / samples, acc2 / samples
     mean = shift + m1
     var = (m2 - m1 * m1).clamp_min(0)
-    if kind == "smoothgrad":
-        stat = mean
-    elif kind == "smoothgrad_sq":
-        stat = var + mean * mean
-    else:
-        stat = var
-    stat = stat.to(x.dtype)
+    stat = variant.statistic(mean, var).to(x.dtype)
     extras = {"base": base, "sigma": sigma.flatten().tolist()}
     if per_channel:
         maps = reduce_per_target(stat, reduce)
-        extras["signed"] = kind == "smoothgrad" and reduce == "sum"
+        extras["signed"] = variant.signed and reduce == "sum"
     else:
         maps = stat.squeeze(2)
-        extras["signed"] = kind == "smoothgrad" and lookup(base).signed
+        extras["signed"] = variant.signed and lookup(base).signed
     return MethodOutput(maps, targets, extras)
 
 
-@register(
-    "smoothgrad",
-    "Mean of a gradient attribution over noisy copies of the input (Smilkov et al. 2017)",
-    signed=True,
-    family="gradient",
-)
-def smoothgrad(
-    model,
-    x: torch.Tensor,
-    target=None,
-    *,
-    base: str = "gradient",
-    noise: float = 0.15,
-    samples: int = 25,
-    seed: int = 0,
-    reduce: str = "sum",
-    score: str = "logit",
-    batch_size: int | None = None,
-) -> MethodOutput:
-    """SmoothGrad maps: ``mean_i A(x + eps_i)``, channels reduced after averaging.
+# --------------------------------------------------------------------------- the methods
+
+
+VARIANTS = (
+    Variant(
+        "smoothgrad",
+        "Mean of a gradient attribution over noisy copies of the input (Smilkov et al. 2017)",
+        True,
+        lambda mean, var: mean,
+        """SmoothGrad maps: ``mean_i A(x + eps_i)``, channels reduced after averaging.
 
     Args:
         model: a LoadedModel.
@@ -198,91 +206,69 @@ def smoothgrad(
         reduce: channel reduction of the averaged attribution (``"sum"`` keeps the sign).
         score: ``"logit"`` (default), ``"prob"`` or ``"logprob"``.
         batch_size: images per forward pass (default: memory-aware).
-    """
-    return _smooth(
-        "smoothgrad",
-        model,
-        x,
-        target,
-        base=base,
-        noise=noise,
-        samples=samples,
-        seed=seed,
-        reduce=reduce,
-        score=score,
-        batch_size=batch_size,
-    )
-
-
-@register(
-    "smoothgrad_sq",
-    "Mean of the squared gradient attribution over noisy copies (SmoothGrad^2)",
-    family="gradient",
-)
-def smoothgrad_sq(
-    model,
-    x: torch.Tensor,
-    target=None,
-    *,
-    base: str = "gradient",
-    noise: float = 0.15,
-    samples: int = 25,
-    seed: int = 0,
-    reduce: str = "sum",
-    score: str = "logit",
-    batch_size: int | None = None,
-) -> MethodOutput:
-    """SmoothGrad^2 maps: ``mean_i A(x + eps_i)^2`` per channel, then ``reduce``.
-
-    Parameters as for :func:`smoothgrad`; the maps are never negative.
-    """
-    return _smooth(
+    """,
+    ),
+    Variant(
         "smoothgrad_sq",
-        model,
-        x,
-        target,
-        base=base,
-        noise=noise,
-        samples=samples,
-        seed=seed,
-        reduce=reduce,
-        score=score,
-        batch_size=batch_size,
-    )
-
-
-@register(
-    "vargrad",
-    "Variance of a gradient attribution over noisy copies of the input (Adebayo et al. 2018)",
-    family="gradient",
-)
-def vargrad(
-    model,
-    x: torch.Tensor,
-    target=None,
-    *,
-    base: str = "gradient",
-    noise: float = 0.15,
-    samples: int = 25,
-    seed: int = 0,
-    reduce: str = "sum",
-    score: str = "logit",
-    batch_size: int | None = None,
-) -> MethodOutput:
-    """VarGrad maps: population variance of ``A(x + eps_i)`` per channel, then ``reduce``.
+        "Mean of the squared gradient attribution over noisy copies (SmoothGrad^2)",
+        False,
+        lambda mean, var: var + mean * mean,
+        """SmoothGrad^2 maps: ``mean_i A(x + eps_i)^2`` per channel, then ``reduce``.
 
     Parameters as for :func:`smoothgrad`; the maps are never negative.
-    """
-    return _smooth(
+    """,
+    ),
+    Variant(
         "vargrad",
+        "Variance of a gradient attribution over noisy copies of the input (Adebayo et al. 2018)",
+        False,
+        lambda mean, var: var,
+        """VarGrad maps: population variance of ``A(x + eps_i)`` per channel, then ``reduce``.
+
+    Parameters as for :func:`smoothgrad`; the maps are never negative.
+    """,
+    ),
+)
+
+
+def smoothing_method(variant: Variant) -> Callable[..., MethodOutput]:
+    """Build the method of ``variant`` and register it (family ``"gradient"``).
+
+    Every variant takes the same parameters; the registry and ``cnnlens methods`` read
+    them from this one signature.
+    """
+
+    def method(
         model,
-        x,
-        target,
-        base=base,
-        noise=noise,
-        samples=samples,
-        seed=seed,
-        reduce=reduce,
-        score=score,
-        batch_size=batch_size,
-    )
+        x: torch.Tensor,
+        target=None,
+        *,
+        base: str = "gradient",
+        noise: float = 0.15,
+        samples: int = 25,
+        seed: int = 0,
+        reduce: str = "sum",
+        score: str = "logit",
+        batch_size: int | None = None,
+    ) -> MethodOutput:
+        return _smooth(
+            variant,
+            model,
+            x,
+            target,
+            base=base,
+            noise=noise,
+            samples=samples,
+            seed=seed,
+            reduce=reduce,
+            score=score,
+            batch_size=batch_size,
+        )
+
+    method.__name__ = method.__qualname__ = variant.name
+    method.__doc__ = variant.doc
+    return register(variant.name, variant.summary, signed=variant.signed, family="gradient")(method)
+
+
+SMOOTHING = tuple(v.name for v in VARIANTS)
+smoothgrad, smoothgrad_sq, vargrad = (smoothing_method(v) for v in VARIANTS)

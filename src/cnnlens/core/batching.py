@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tensors import default_batch_size, gather_scores, inference_copy, to_scores
+from .tensors import default_batch_size, inference_copy, target_scores
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class FastNet:
             targets: the class indices each image is scored for.
             score: ``"logit"``, ``"prob"`` or ``"logprob"``.
         """
-        return gather_scores(to_scores(self(images).float(), score), targets)
+        return target_scores(self(images).float(), targets, score)
 
 
 def chunks(count: int, batch_size: int) -> list[slice]:

@@ -1,4 +1,9 @@
-"""Small pieces shared by attribution methods: scores, upsampling, batching, blur."""
+"""Small pieces shared by attribution methods: scores, upsampling, blur, batch sizes.
+
+:func:`inference_copy` and :func:`default_batch_size` are the ground floor of the
+batching engine, :mod:`cnnlens.core.batching`; methods use the engine
+(``FastNet``, ``score_batches``, ``batch_size_for``) rather than these two.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,17 @@ def to_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
 def gather_scores(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``values (N, C)`` at ``targets (N, T)`` -> ``(N, T)``."""
     return values.gather(1, targets)
+
+
+def target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """The quantity explained, read at the targets: ``logits (N, C)`` -> ``(N, T)``.
+
+    Args:
+        logits: raw model outputs (kept in their dtype and autograd graph).
+        targets: ``(N, T)`` class indices.
+        score: ``"logit"``, ``"prob"`` or ``"logprob"`` (see :func:`to_scores`).
+    """
+    return gather_scores(to_scores(logits, score), targets)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -14,37 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.explanation import Explanation
+from ..core.maps import one_per_image
 from ..core.tensors import upsample
 
-
-def as_maps(maps) -> torch.Tensor:
-    """Saliency maps as a detached float ``(N, H, W)`` tensor on their own device.
-
-    Args:
-        maps: ``(N, H, W)``, ``(N, 1, H, W)`` or an :class:`Explanation` with
-            ``T = 1`` target per image.
-
-    Raises:
-        ValueError: a shape other than those, several targets per image, or NaN values.
-    """
-    if isinstance(maps, Explanation):
-        maps = maps.maps
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"maps must be a tensor or an Explanation, got {type(maps).__name__}")
-    if maps.dim() == 4:
-        if maps.shape[1] != 1:
-            raise ValueError(
-                f"maps have {maps.shape[1]} targets per image; score one at a time, "
-                "e.g. maps[:, j] or explanation.maps[:, j]"
-            )
-        maps = maps[:, 0]
-    if maps.dim() != 3:
-        raise ValueError(f"maps must be (N, H, W) or (N, 1, H, W), got {tuple(maps.shape)}")
-    maps = maps.detach().float()
-    if torch.isnan(maps).any():
-        raise ValueError("maps contain NaN values; fix the method's output before scoring it")
-    return maps
+# Saliency maps as a detached float (N, H, W) tensor, one map per image (NaN refused):
+# the one reader of core.maps, under the name the metrics use.
+as_maps = one_per_image
 
 
 def as_masks(masks, maps: torch.Tensor, what: str = "masks") -> torch.Tensor:
@@ -80,7 +55,8 @@ def per_image(values, n: int, dtype, device, what: str) -> torch.Tensor | None:
     return t
 
 
-def _float(v: float) -> float | None:
+def json_float(v: float) -> float | None:
+    """``v`` for a JSON file: None where it is NaN (JSON has no NaN)."""
     return None if math.isnan(v) else v
 
 
@@ -115,8 +91,8 @@ class MeanScore:
     def to_dict(self) -> dict:
         return {
             "name": self.name,
-            "mean": _float(self.mean),
-            "sem": _float(self.sem),
+            "mean": json_float(self.mean),
+            "sem": json_float(self.sem),
             "n": self.n,
             "undefined": self.undefined,
         }

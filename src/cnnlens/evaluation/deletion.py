@@ -44,19 +44,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core import progress
+from ..core.batching import FastNet, batch_size_for, score_batches
 from ..core.explanation import Explanation
 from ..core.hooks import preserved
 from ..core.targets import needs_logits, resolve_targets
-from ..core.tensors import (
-    check_batch_size,
-    default_batch_size,
-    gaussian_blur,
-    inference_copy,
-    to_scores,
-    upsample,
-)
+from ..core.tensors import check_batch_size, gaussian_blur, upsample
 from ..models.base import LoadedModel
-from .common import _float, as_maps
+from .common import as_maps, json_float
 
 MODES = ("deletion", "insertion")
 SUBSTRATES = ("zero", "blur")
@@ -104,8 +98,8 @@ class DeletionResult:
             "substrate": self.substrate,
             "score": self.score,
             "n": self.n,
-            "mean": _float(self.mean),
-            "sem": _float(self.sem),
+            "mean": json_float(self.mean),
+            "sem": json_float(self.sem),
             "fractions": self.fractions.tolist(),
             "mean_curve": self.curves.double().mean(0).tolist() if self.n else [],
         }
@@ -223,20 +217,19 @@ def deletion_auc(
     rank = torch.empty_like(order).scatter_(1, order, positions).view(n, h, w)
     moved = torch.tensor(counts, device=x.device)
     s = len(counts)
-    bs = batch_size or default_batch_size(x)
-    out = torch.empty(n * s, device=x.device)
+
+    def make(rows: slice) -> torch.Tensor:
+        """The images of rows ``image * s + step``: ``moved[step]`` top pixels moved."""
+        idx = torch.arange(rows.start, rows.stop, device=x.device)
+        img, k = idx // s, idx % s
+        taken = (rank[img] < moved[k].view(-1, 1, 1)).unsqueeze(1)
+        return torch.where(taken, end[img], start[img])
+
+    per_row = targets.repeat_interleave(s).unsqueeze(1)  # (N * S, 1), image-major
     with preserved(model.net), torch.no_grad():
-        net = inference_copy(model.net, x)
-        fmt = torch.channels_last if net is not model.net else torch.contiguous_format
+        fast = FastNet.of(model.net, x)
         with progress.task(f"{mode} curves", n * s) as advance:
-            for j in range(0, n * s, bs):
-                idx = torch.arange(j, min(j + bs, n * s), device=x.device)
-                img, k = idx // s, idx % s
-                taken = (rank[img] < moved[k].view(-1, 1, 1)).unsqueeze(1)
-                batch = torch.where(taken, end[img], start[img]).contiguous(memory_format=fmt)
-                values = to_scores(net(batch).float(), score)
-                out[idx] = values.gather(1, targets[img].unsqueeze(1))[:, 0]
-                advance(idx.numel())
+            out = score_batches(fast, make, per_row, score, batch_size_for(x, batch_size), advance)
     curves = out.view(n, s)
     return DeletionResult.of(mode, sub_name, score, fractions, curves, targets)
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..perturbation.boxes import tightest_boxes
-from .common import _float, as_maps
+from ..core.boxes import tightest_boxes
+from .common import as_maps, json_float
 
 KINDS = ("value", "energy", "mean")
 
@@ -159,7 +159,7 @@ class LocalisationResult:
             "alpha": self.alpha,
             "n": self.n,
             "errors": self.errors,
-            "error": _float(self.error),
+            "error": json_float(self.error),
             "iou_threshold": self.iou_threshold,
         }
 
@@ -240,7 +240,7 @@ class AlphaChoice:
             "kind": self.kind,
             "alpha": self.alpha,
             "alphas": self.alphas,
-            "errors": [_float(e) for e in self.errors],
+            "errors": [json_float(e) for e in self.errors],
             "n": self.n,
         }
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import _float, maps_and_masks, per_image
+from .common import json_float, maps_and_masks, per_image
 
 
 def max_points(maps: torch.Tensor) -> torch.Tensor:
@@ -116,8 +116,8 @@ class PointingResult:
         return {
             "n": self.n,
             "hits": self.hits,
-            "accuracy": _float(self.accuracy),
-            "mean_class_accuracy": _float(self.mean_class_accuracy),
+            "accuracy": json_float(self.accuracy),
+            "mean_class_accuracy": json_float(self.mean_class_accuracy),
             "class_accuracy": {str(k): v for k, v in self.class_accuracy.items()},
             "class_counts": {str(k): v for k, v in self.class_counts.items()},
             "skipped": self.skipped,

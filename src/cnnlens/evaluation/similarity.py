@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..perturbation.boxes import normalize_maps
+from ..core.maps import minmax
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -95,7 +95,7 @@ def ssim(
     if min(a.shape[-2:]) < window:
         raise ValueError(f"maps of {tuple(a.shape[-2:])} px are smaller than the {window}px window")
     if normalize:
-        a, b = normalize_maps(a), normalize_maps(b)
+        a, b = minmax(a), minmax(b)
     a = a.detach().double().unsqueeze(1)
     b = b.detach().double().unsqueeze(1)
     k = gaussian_window(window, sigma, a.device).view(1, 1, window, window)
