@@ -306,7 +306,7 @@ def objective_gains(model, fv) -> None:
 
 
 def quality() -> int:
-    """The numbers behind tests/test_featurevis_quality.py, at its settings and at 512 steps."""
+    """The numbers behind tests/featurevis/test_featurevis_quality.py, at its settings and at 512 steps."""
     import torch
     import torch.nn.functional as F
 

@@ -29,7 +29,7 @@ from cnnlens.report import templating
 
 HOSTILE = "<script>alert(1)</script>\"'&"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&amp;"
-SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlens"
+SRC = Path(__file__).resolve().parents[2] / "src" / "cnnlens"
 
 
 def _assert_escaped(text: str, own_scripts: int = 0) -> None:

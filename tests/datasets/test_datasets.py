@@ -22,7 +22,7 @@ from cnnlens.datasets import (
 from cnnlens.datasets import trainer as trainer_module
 from cnnlens.datasets.shapes import COLOURS, CUE_COLOURS, class_parts, distractor_parts
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 SMALL = PlantedSpec(size=64)
 
 

@@ -18,7 +18,7 @@ from cnnlens.evaluation.suite import run_benchmark
 from cnnlens.evaluation.tables import html_page, markdown, write_outputs
 from helpers import tiny_cnn
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 TINY_TRAIN = {"epochs": 1, "n_train": 96, "width": 8, "progress": False}
 
 
