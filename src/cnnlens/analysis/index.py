@@ -28,11 +28,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..core import progress
+from ..core.atomic import write_json_atomic
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
 from ..io import list_images
 from ..models.base import LoadedModel
-from ..report.serialize import write_json_atomic
 from .images import ImageFiles
 from .store import FORMAT_VERSION, TOP_K, FeatureIndex, IndexFolderError, layer_dir, open_index
 from .writer import IndexWriter, compute_batch

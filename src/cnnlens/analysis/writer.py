@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..report.serialize import write_json_atomic
+from ..core.atomic import write_json_atomic
 from .store import TOP_K
 
 __all__ = ["IndexWriter", "compute_batch"]

@@ -66,6 +66,7 @@ from ..core import progress
 from ..core.batching import FastNet, batch_size_for, chunks, score_batches
 from ..core.errors import MethodError
 from ..core.hooks import capture
+from ..core.maps import minmax
 from ..core.registry import register
 from ..core.targets import resolve_targets
 from ..core.tensors import MethodOutput, check_batch_size, upsample
@@ -110,12 +111,7 @@ def layercam(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput
 
 def channel_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Score-CAM masks: ``(B, h, w)`` feature maps -> ``(B, 1, H, W)`` scaled to [0, 1]."""
-    up = upsample(acts.unsqueeze(0), size)[0]
-    flat = up.flatten(1)
-    lo = flat.amin(dim=1).view(-1, 1, 1)
-    span = flat.amax(dim=1).view(-1, 1, 1) - lo
-    masks = torch.where(span > 0, (up - lo) / torch.where(span > 0, span, 1.0), 0.0)
-    return masks.unsqueeze(1)
+    return minmax(upsample(acts.unsqueeze(0), size)[0]).unsqueeze(1)
 
 
 def masked_logits(

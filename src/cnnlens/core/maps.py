@@ -54,10 +54,14 @@ def minmax(maps: torch.Tensor, dims: int = 2) -> torch.Tensor:
         dims: how many trailing dimensions make one map.
 
     Returns:
-        float32 maps shaped like ``maps``: ``(v - min) / (max - min)``.
+        Maps shaped like ``maps``: ``(v - min) / (max - min)``, detached, in the input's
+        floating dtype (float32 for integer input).
     """
-    flat = maps.detach().float().flatten(-dims) if dims > 1 else maps.detach().float()
+    values = maps.detach()
+    if not values.is_floating_point():
+        values = values.float()
+    flat = values.flatten(-dims) if dims > 1 else values
     lo = flat.amin(-1, keepdim=True)
     span = flat.amax(-1, keepdim=True) - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
+    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1.0), 0.0)
     return out.view(maps.shape)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_write, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported until callers move)
+from ..core.atomic import atomic_write
 
 # Tensors and arrays in ``extras`` larger than this are left out of results.json
 # (masks, activations...): they belong in maps.npz or nowhere, not in a JSON file.
