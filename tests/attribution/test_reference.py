@@ -843,3 +843,14 @@ def test_default_layer_cache_is_per_model_and_size_and_dies_with_the_model():
     del a
     gc.collect()
     assert len(cl_layers._DEFAULT_CACHE) == 0  # no entry can outlive its model
+
+
+def test_cam_at_a_layer_that_does_not_feed_the_head_names_the_right_one():
+    from helpers import tiny_cnn
+
+    x = torch.rand(1, 3, 16, 16)
+    want = r"'0' is not it; leave layer unset for the default \('5'\), or use method='gradcam'"
+    with pytest.raises(cl.MethodError, match=want):
+        cl.attribute(tiny_cnn(), x, "cam", layer="0")
+    ok = cl.attribute(tiny_cnn(), x, "cam", layer="5")  # the layer feeding the pooling
+    assert ok.extras["layer"] == "5"

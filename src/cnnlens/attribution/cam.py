@@ -145,12 +145,20 @@ def cam(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
             gap = acts.mean(dim=(2, 3))
             tol = 1e-4 * float(gap.abs().max().clamp_min(1.0))
             ok = bool((gap - pooled_in).abs().max() <= tol)
-        if not ok:
+    if not ok:
+        default = default_layer(net, tuple(x.shape[-2:]))
+        if name != default:
             raise MethodError(
-                f"CAM needs global average pooling of {name!r} feeding the last linear layer "
-                f"{lin_name!r} directly, and this model has another head. "
-                "Use method='gradcam', which works on any architecture."
+                f"CAM needs the layer whose global average pooling feeds {lin_name!r}, and "
+                f"{name!r} is not it; leave layer unset for the default ({default!r}), or use "
+                "method='gradcam', which takes any layer."
             )
+        raise MethodError(
+            f"CAM needs global average pooling of {name!r} feeding the last linear layer "
+            f"{lin_name!r} directly, and this model has another head. "
+            "Use method='gradcam', which works on any architecture."
+        )
+    with torch.no_grad():
         targets = resolve_targets(target, x.shape[0], logits)
         weights = linear.weight[targets]  # (N, T, K)
         maps = torch.einsum("ntk,nkhw->nthw", weights.to(acts.dtype), acts)
