@@ -116,7 +116,7 @@ class MaskResult:
     def cat(cls, parts: Sequence[MaskResult]) -> MaskResult:
         """Join results of the same method computed on consecutive batches of images.
 
-        Curves are kept when every part ran the same number of iterations.
+        Curves of parts that ran fewer iterations than the longest are padded with NaN.
         """
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -128,10 +128,19 @@ class MaskResult:
         def join(name: str) -> torch.Tensor:
             return torch.cat([getattr(p, name) for p in parts])
 
-        # curves of batches that ran different numbers of iterations do not stack: left out
+        # batches that stopped after different numbers of iterations (extremal stops once
+        # every mask has converged) are padded with NaN to the longest: nothing is lost
         names = [k for k in first.curves if all(k in p.curves for p in parts)]
-        lengths = {p.curves[k].shape[-1] for p in parts for k in names}
-        curves = {k: torch.cat([p.curves[k] for p in parts]) for k in names}
+        longest = max((p.curves[k].shape[-1] for p in parts for k in names), default=0)
+
+        def padded(curve: torch.Tensor) -> torch.Tensor:
+            missing = longest - curve.shape[-1]
+            if not missing:
+                return curve
+            nan = curve.new_full((*curve.shape[:-1], missing), float("nan"))
+            return torch.cat([curve, nan], dim=-1)
+
+        curves = {k: torch.cat([padded(p.curves[k]) for p in parts]) for k in names}
         return cls(
             mask=join("mask"),
             edited=join("edited"),
@@ -139,7 +148,7 @@ class MaskResult:
             score_before=join("score_before"),
             score_perturbed=join("score_perturbed"),
             area=join("area"),
-            curves=curves if len(lengths) <= 1 else {},
+            curves=curves,
             game=first.game,
             areas=first.areas,
             perturbation=first.perturbation,
