@@ -111,3 +111,18 @@ def test_mask_rows_per_target_and_joint():
     assert torch.equal(joint.classes, targets)
     with pytest.raises(ValueError):
         MaskRows.of(targets, [0.1], joint=True)
+
+
+def test_every_class_when_no_targets_and_the_plain_net():
+    torch.manual_seed(0)
+    images = torch.rand(5, 3, 4, 4)
+    net = Sum()
+    fast = FastNet.plain(net)
+    assert fast.net is net and not fast.is_copy
+    every = score_batches(fast, images, None, "logit", 2)
+    assert every.shape == (5, 3)
+    torch.testing.assert_close(every, net(images))
+    picked = score_batches(fast, images, torch.tensor([[2]] * 5), "logit", 2)
+    torch.testing.assert_close(picked[:, 0], every[:, 2])
+    with pytest.raises(ValueError, match="no images"):
+        score_batches(fast, images[:0], None, "logit", 2)

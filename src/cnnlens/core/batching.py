@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tensors import default_batch_size, inference_copy, target_scores
+from .tensors import default_batch_size, inference_copy, target_scores, to_scores
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class FastNet:
         fmt = torch.channels_last if fast is not net else torch.contiguous_format
         return cls(fast, fmt)
 
+    @classmethod
+    def plain(cls, net: nn.Module) -> FastNet:
+        """``net`` itself, inputs as they come: for a few passes, where a copy costs more."""
+        return cls(net, torch.contiguous_format)
+
     @property
     def is_copy(self) -> bool:
         """Whether :attr:`net` is a private copy (its parameters are frozen)."""
@@ -65,15 +70,19 @@ class FastNet:
         """The model's raw output for ``images (B, C, H, W)``."""
         return self.net(self.prepare(images))
 
-    def scores(self, images: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    def scores(
+        self, images: torch.Tensor, targets: torch.Tensor | None, score: str
+    ) -> torch.Tensor:
         """Scores ``(B, T)`` of ``images (B, C, H, W)`` for ``targets (B, T)``, in float32.
 
         Args:
             images: one batch (run in one pass).
-            targets: the class indices each image is scored for.
+            targets: the class indices each image is scored for; None for every class
+                (then ``(B, classes)``).
             score: ``"logit"``, ``"prob"`` or ``"logprob"``.
         """
-        return target_scores(self(images).float(), targets, score)
+        out = self(images).float()
+        return to_scores(out, score) if targets is None else target_scores(out, targets, score)
 
 
 def chunks(count: int, batch_size: int) -> list[slice]:
@@ -86,7 +95,7 @@ def chunks(count: int, batch_size: int) -> list[slice]:
 def score_batches(
     fast: FastNet,
     images: torch.Tensor | Callable[[slice], torch.Tensor],
-    targets: torch.Tensor,
+    targets: torch.Tensor | None,
     score: str,
     batch_size: int,
     advance: Callable[[int], None] | None = None,
@@ -98,20 +107,24 @@ def score_batches(
         images: ``(B, C, H, W)``, or ``make(rows) -> (b, C, H, W)`` building the images of
             a slice of rows on demand (so that ``B`` perturbed copies never sit in memory
             together).
-        targets: ``(B, T)`` classes per row.
+        targets: ``(B, T)`` classes per row, or None for every class (``images`` must
+            then be a tensor, and the result is ``(B, classes)``).
         score: ``"logit"``, ``"prob"`` or ``"logprob"``.
         batch_size: rows per pass.
         advance: called with the number of rows after each pass (progress).
     """
     make = images if callable(images) else images.__getitem__
+    count = images.shape[0] if targets is None else targets.shape[0]
     parts = []
-    for rows in chunks(targets.shape[0], batch_size):
-        parts.append(fast.scores(make(rows), targets[rows], score))
+    for rows in chunks(count, batch_size):
+        parts.append(fast.scores(make(rows), None if targets is None else targets[rows], score))
         if advance is not None:
             advance(rows.stop - rows.start)
-    if not parts:
-        return torch.empty(targets.shape, dtype=torch.float32, device=targets.device)
-    return torch.cat(parts)
+    if parts:
+        return torch.cat(parts)
+    if targets is None:
+        raise ValueError("no images to score")
+    return torch.empty(targets.shape, dtype=torch.float32, device=targets.device)
 
 
 @dataclass(frozen=True)

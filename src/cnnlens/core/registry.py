@@ -1,9 +1,12 @@
-"""The single list of attribution methods.
+"""The registry of attribution methods: where each method records itself.
 
 A method is a function ``fn(model, x, target, **params) -> MethodOutput`` that
-is registered under a name with :func:`register`. The CLI choices, the report
-labels, the docs tables and the registry-wide invariants test all read
-:func:`list_methods`, so a method exists exactly when it is registered here.
+is registered under a name (and optional aliases) with :func:`register`. This
+module imports no method: :func:`registered` and :func:`lookup` see only the
+modules imported so far. :mod:`cnnlens.methods` imports every method module and
+is what the CLI choices, the report labels, the docs tables and the
+registry-wide invariants test read (``cnnlens.methods.list_methods``), so a
+method exists exactly when it is registered and imported there.
 """
 
 from __future__ import annotations

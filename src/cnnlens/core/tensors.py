@@ -47,11 +47,6 @@ def to_scores(logits: torch.Tensor, score: str) -> torch.Tensor:
     return logits
 
 
-def gather_scores(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``values (N, C)`` at ``targets (N, T)`` -> ``(N, T)``."""
-    return values.gather(1, targets)
-
-
 def target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
     """The quantity explained, read at the targets: ``logits (N, C)`` -> ``(N, T)``.
 
@@ -60,7 +55,7 @@ def target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> to
         targets: ``(N, T)`` class indices.
         score: ``"logit"``, ``"prob"`` or ``"logprob"`` (see :func:`to_scores`).
     """
-    return gather_scores(to_scores(logits, score), targets)
+    return to_scores(logits, score).gather(1, targets)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

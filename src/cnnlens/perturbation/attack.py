@@ -103,7 +103,7 @@ def ifgsm(
     parts = chunks(n, batch_size_for(x, batch_size))
     with preserved(model.net):
         # the inference copy pays off only over many passes
-        fast = FastNet.of(model.net, x) if steps else FastNet(model.net, torch.contiguous_format)
+        fast = FastNet.of(model.net, x) if steps else FastNet.plain(model.net)
         with torch.no_grad():
             logits = torch.cat([fast(x[rows]).float() for rows in parts])
         labels = resolve_targets(target, n, logits)

@@ -23,9 +23,8 @@ import math
 
 import torch
 
-from ..core.batching import FastNet, chunks, score_batches
+from ..core.batching import FastNet, score_batches
 from ..core.targets import resolve_targets
-from ..core.tensors import to_scores
 from .operators import Perturbation
 
 
@@ -85,8 +84,8 @@ def score_images(
     ``net`` runs as it is (no inference copy); ``batch_size=None`` runs everything
     in one pass. The caller sets eval mode and ``no_grad``.
     """
-    fast = FastNet(net, torch.contiguous_format)
-    return score_batches(fast, images, targets, score, batch_size or max(1, images.shape[0]))
+    bs = batch_size or max(1, images.shape[0])
+    return score_batches(FastNet.plain(net), images, targets, score, bs)
 
 
 def class_scores(
@@ -97,11 +96,8 @@ def class_scores(
     For edits whose targets are looked up afterwards (duplicates removed first).
     ``batch_size=None`` runs everything in one pass; the caller sets ``no_grad``.
     """
-    images = fast.prepare(images)
     bs = batch_size or max(1, images.shape[0])
-    return torch.cat(
-        [to_scores(fast(images[rows]).float(), score).cpu() for rows in chunks(len(images), bs)]
-    )
+    return score_batches(fast, images, None, score, bs).cpu()
 
 
 def targets_of(target, logits: torch.Tensor, shape: torch.Size, what: str = "maps") -> torch.Tensor:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import progress
-from ..core.batching import FastNet, chunks, score_batches
+from ..core.batching import FastNet, chunks
 from ..core.boxes import Box, box_masks, check_box, per_image_boxes
 from ..core.hooks import preserved
 from ..core.targets import resolve_targets
@@ -196,12 +196,12 @@ def interrogate(
     perturbed = composite(x, base, masks)
     bs = batch_size or n
     with preserved(model.net), torch.no_grad(), progress.task("interrogate", 2) as advance:
-        fast = FastNet(model.net, torch.contiguous_format)  # two passes: no inference copy
+        fast = FastNet.plain(model.net)  # two passes: no inference copy
         logits = torch.cat([fast(x[rows]) for rows in chunks(n, bs)]).float()
         targets = resolve_targets(target, n, logits)
         before = target_scores(logits, targets, score)
         advance(1)
-        after = score_batches(fast, perturbed, targets, score, bs)
+        after = score_images(model.net, perturbed, targets, score, bs)
         advance(1)
     return Interrogation(
         before=before.clone(),

@@ -39,7 +39,13 @@ from ..core.batching import FastNet
 from ..core.explanation import Explanation
 from ..core.hooks import preserved
 from ..core.masks import MaskResult
-from ..core.tensors import check_batch_size, check_score, gaussian_blur, to_scores, upsample
+from ..core.tensors import (
+    check_batch_size,
+    check_score,
+    gaussian_blur,
+    target_scores,
+    upsample,
+)
 from ..models.base import LoadedModel
 from .editing import class_scores, composite, fully_perturbed, normalized_score, targets_of
 from .operators import PERTURBATIONS, check_perturbation
@@ -191,7 +197,7 @@ def representativeness(
         fast = FastNet.of(model.net, x)
         logits = fast(x).float()
         targets = targets_of(target, logits, masks.shape, "masks")
-        p0 = torch.gather(to_scores(logits, score).cpu(), 1, targets.cpu())
+        p0 = target_scores(logits, targets, score).cpu()
         with progress.task("representativeness", n * len(kinds)) as advance:
             for i in range(n):
                 binary = simplified_masks(masks[i], a.tolist(), smooth)  # (T, A, H, W)

@@ -8,10 +8,11 @@ a small Python function that prepares plain values plus one template in
 
 Escaping happens in one place: the environment autoescapes every ``{{ value }}``,
 and :func:`escape` (the environment's ``finalize`` step) turns ``& < > " '`` into
-``&amp; &lt; &gt; &quot; &#x27;``. A value that is already markup, i.e. one of our
-own templates' output, passes through unchanged; user text never does, so a file
-name such as ``<script>alert(1)</script>.png`` is shown, never run. Undefined
-names raise (``StrictUndefined``) instead of printing nothing.
+``&amp; &lt; &gt; &quot; &#x27;`` (the spelling the pages had before they were
+templates; autoescape alone would write ``&#34; &#39;``). A value that is already
+markup, i.e. one of our own templates' output, passes through unchanged; user text
+never does, so a file name such as ``<script>alert(1)</script>.png`` is shown,
+never run. Undefined names raise (``StrictUndefined``) instead of printing nothing.
 """
 
 from __future__ import annotations
