@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .core import progress
-from .core.errors import CnnlensError, ImageError
+from .core.errors import CnnlensError, ImageError, MethodError
 from .core.explanation import Explanation
 from .io import list_images, load_image, sample_images
 from .methods import attribute, get_method, method_names
@@ -62,6 +62,11 @@ def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
         return ["gradient", "cam", "gradcam", "occlusion"]
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not methods:
+        raise MethodError(
+            "no method given; name one or more (e.g. --methods gradcam,occlusion), or 'all'; "
+            "`cnnlens methods` lists them"
+        )
     if list(methods) == ["all"]:
         return method_names()
     for m in methods:

@@ -130,3 +130,36 @@ def test_cam_at_a_wrong_layer_is_reported_once(tmp_path):
     cam_errors = [e for e in results["errors"] if e["method"] == "cam"]
     assert sorted(e["image"].rsplit("/", 1)[-1] for e in cam_errors) == ["im0.png", "im1.png",
                                                                           "im2.png"]  # fmt: skip
+
+
+def test_version_short_help_and_bare_command_succeed():
+    import cnnlens
+
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"cnnlens {cnnlens.__version__}"
+    for args in ([], ["-h"], ["--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, args
+        assert "Usage" in result.output and "explain" in result.output
+    sub = runner.invoke(app, ["explain", "-h"])
+    assert sub.exit_code == 0 and "--top-k" in sub.output
+
+
+@pytest.mark.parametrize("args", [["--top-k", "0"], ["--top-k", "-3"], ["--methods", ""],
+                                  ["--methods", " , "]])  # fmt: skip
+def test_explain_refuses_empty_choices_before_any_work(args, tmp_path):
+    result = CliRunner().invoke(app, ["explain", *args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "r").exists()  # refused before the model loads or anything runs
+    text = " ".join(result.output.split())
+    assert ("no method given" in text) if "--methods" in args else ("--top-k" in text)
+
+
+def test_method_names_are_never_cut_in_the_listing():
+    from cnnlens.methods import method_names
+
+    result = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    for name in method_names():
+        assert name in result.output

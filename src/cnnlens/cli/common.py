@@ -30,11 +30,32 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Explain image CNNs: attribution maps and HTML reports.",
 )
 console = Console(stderr=True)
 out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        out.print(f"cnnlens {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Explain image CNNs: attribution maps and HTML reports."""
+    if ctx.invoked_subcommand is None:  # bare `cnnlens`: the help, and success
+        out.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit()
 
 
 class Opt:

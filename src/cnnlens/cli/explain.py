@@ -23,7 +23,9 @@ def explain(
     methods: str = typer.Option(
         "gradient,cam,gradcam,occlusion", help="Comma-separated method names, or 'all'."
     ),
-    top_k: int = typer.Option(1, "--top-k", "-k", help="Explain each image's top-k classes."),
+    top_k: int = typer.Option(
+        1, "--top-k", "-k", min=1, help="Explain each image's top-k classes."
+    ),
     target: str = typer.Option(None, help="Explain these class indices instead (e.g. 285,281)."),
     layer: str = typer.Option(
         None,
@@ -118,10 +120,13 @@ def methods() -> None:
 
     from ..methods import list_methods
 
+    infos = list_methods()
     table = Table(title="attribution methods")
-    for col in ("name", "family", "signed", "parameters", "summary"):
+    # the name is what users type: never wrapped or cut, whatever the terminal's width
+    table.add_column("name", no_wrap=True, min_width=max(len(m.name) for m in infos))
+    for col in ("family", "signed", "parameters", "summary"):
         table.add_column(col)
-    for m in list_methods():
+    for m in infos:
         params = ", ".join(f"{k}={v!r}" for k, v in m.defaults.items())
         row = (m.name, m.family, "yes" if m.signed else "no", params, m.summary)
         table.add_row(*map(escape, row))
