@@ -606,3 +606,27 @@ def test_denormalize_round_trips_pixels():
         np.testing.assert_allclose(restored, arr / 255.0, atol=1 / 255)
         # A 3-D tensor broadcasts to a batch of one.
         assert spec.denormalize(x).shape == (1, 3, 23, 37)
+
+
+def test_unknown_or_missing_devices_are_refused_in_one_line():
+    from cnnlens.models.loader import check_device
+
+    with pytest.raises(cl.ModelError, match=r"unknown device 'tpu'; use cpu, cuda or cuda:N"):
+        check_device("tpu")
+    assert check_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(cl.ModelError, match="no usable CUDA GPU; use cpu"):
+            cl.load_model("resnet18", "none", device="cuda")
+    else:
+        count = torch.cuda.device_count()
+        with pytest.raises(cl.ModelError, match=f"has {count} CUDA GPU"):
+            check_device(f"cuda:{count}")
+
+
+def test_loaded_model_repr_is_one_short_line():
+    from helpers import tiny_cnn
+
+    m = cl.LoadedModel.wrap(tiny_cnn())
+    m.class_names = [f"class {i}" for i in range(1000)]
+    want = "LoadedModel(name='Sequential', net=Sequential, classes=1000, input=224px, device=cpu)"
+    assert repr(m) == want

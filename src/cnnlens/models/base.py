@@ -117,6 +117,14 @@ class LoadedModel:
             raise TypeError(f"expected a LoadedModel or nn.Module, got {type(model).__name__}")
         return cls(net=model, name=type(model).__name__)
 
+    def __repr__(self) -> str:
+        # one line: the network's own repr and 1000 class names would fill a screen
+        return (
+            f"LoadedModel(name={self.name!r}, net={type(self.net).__name__}, "
+            f"classes={len(self.class_names)}, input={self.preprocess_spec.crop}px, "
+            f"device={self.device})"
+        )
+
     @property
     def device(self) -> torch.device:
         p = next(self.net.parameters(), None)

@@ -34,6 +34,33 @@ def list_models() -> dict[str, list[str]]:
     return {"bundled": [BUNDLED], "torchvision": tv, "timm": sorted(timm.list_models())}
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine.
+
+    Raises:
+        ModelError: a name torch does not know (``"tpu"``), or a CUDA device on a
+            machine without one (or with fewer), in one line that says what to use.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(
+            f"unknown device {str(device)!r}; use cpu, cuda or cuda:N (or mps on a Mac)"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(
+                f"device {str(device)!r}: this machine has no usable CUDA GPU; use cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ModelError(
+                f"device {str(device)!r}: this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    return dev
+
+
 def load_model(
     name: str = BUNDLED,
     weights: str | Path | None = "default",
@@ -60,6 +87,8 @@ def load_model(
     Returns:
         A :class:`LoadedModel` in eval mode.
     """
+    if device is not None:
+        device = check_device(device)
     if weights is not None and str(weights).lower() in ("none", "default"):
         weights = None if str(weights).lower() == "none" else "default"
     path = Path(str(name)).expanduser()
