@@ -32,6 +32,7 @@ class ExplainRun:
     explanations: list[Explanation]
     errors: list[dict] = field(default_factory=list)
     report_path: Path | None = None
+    interrupted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -117,6 +118,8 @@ def explain_files(
     Returns:
         An :class:`ExplainRun` with per-method explanations over all readable images.
         Maps of an image on which a method failed are NaN, and the error is recorded.
+        On Ctrl-C (KeyboardInterrupt) the methods that finished are still reported and
+        the others are listed in ``interrupted``.
     """
     names, images, errors = gather_images(inputs)
     chosen = resolve_methods(methods)
@@ -128,7 +131,29 @@ def explain_files(
         return run
     x = model.preprocess(images)
     run.predictions = model.predict(x, top_k=5)
-    with progress.task("images x methods", len(images) * len(chosen)) as advance:
+    finished: list[str] = []
+    try:
+        _explain_all(model, x, names, chosen, target, by_name, run, finished)
+    except KeyboardInterrupt:  # Ctrl-C: keep the methods that finished, report them
+        run.interrupted = [m for m in chosen if m not in finished]
+        run.errors = [e for e in run.errors if e["method"] not in run.interrupted]
+    if out_dir is not None and (run.explanations or not run.interrupted):
+        run.report_path = build_report(
+            run.explanations,
+            out_dir,
+            model=model,
+            images=model.display_images(x),
+            names=names,
+            predictions=run.predictions,
+            errors=run.errors,
+            title=title,
+        )
+    return run
+
+
+def _explain_all(model, x, names, chosen, target, by_name, run: ExplainRun, finished) -> None:
+    """Every method on every image, appending to ``run`` and ``finished`` as each ends."""
+    with progress.task("images x methods", len(names) * len(chosen)) as advance:
         for method in chosen:
             parts, failures = [], 0
             for i, name in enumerate(names):
@@ -147,21 +172,9 @@ def explain_files(
                     run.errors.append({"image": name, "method": method, "error": str(e)})
                     parts.append(None)
                 advance(1)
-            if failures == len(names):
-                continue
-            run.explanations.append(_join(parts, x))
-    if out_dir is not None:
-        run.report_path = build_report(
-            run.explanations,
-            out_dir,
-            model=model,
-            images=model.display_images(x),
-            names=names,
-            predictions=run.predictions,
-            errors=run.errors,
-            title=title,
-        )
-    return run
+            finished.append(method)
+            if failures < len(names):
+                run.explanations.append(_join(parts, x))
 
 
 def _join(parts: list[Explanation | None], x: torch.Tensor) -> Explanation:

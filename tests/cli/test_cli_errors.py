@@ -50,10 +50,11 @@ def test_parse_target_one_parser_two_syntaxes():
         assert info.value.exit_code == 2
 
 
-def test_explain_rejects_topk_target():
-    result = runner.invoke(app, ["explain", "--target", "top5", "--methods", "gradient"])
+def test_explain_takes_topk_target_but_not_top0():
+    result = runner.invoke(app, ["explain", "--target", "top0", "--methods", "gradient"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --target takes class indices like 285,281, got 'top5'"
+    expected = "error: --target 'top0': write topK with K of 1 or more, e.g. top5"
+    assert result.output.strip() == expected
 
 
 HELP_WITHOUT_TORCH = """

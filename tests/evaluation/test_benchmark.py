@@ -82,6 +82,32 @@ def test_rerun_resumes_from_cached_chunks(suite, tmp_path, monkeypatch):
         assert a[key] == pytest.approx(b[key]), key
 
 
+def test_a_resumed_run_does_not_rescore_finished_methods(suite, tmp_path, monkeypatch):
+    import cnnlens.evaluation.suite as suite_module
+
+    first = run_benchmark(suite, ["gradient"], tmp_path, chunk=5, sanity_images=2)
+    scored = []
+    real = suite_module.score_maps
+
+    def counting(*args, **kwargs):
+        scored.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite_module, "score_maps", counting)
+    again = run_benchmark(suite, ["gradient"], tmp_path, chunk=5, sanity_images=2)
+    assert scored == []  # gradient, centre and random rows all read back
+    for method in ("gradient", "centre", "random"):
+        a, b = first.row(method), again.row(method)
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[key], nan_ok=True), (method, key)
+    assert torch.equal(first.examples["maps"]["gradient"], again.examples["maps"]["gradient"])
+    other = run_benchmark(suite, ["gradient"], tmp_path, chunk=5, sanity_images=3)
+    assert len(scored) == 3  # another sanity setting: every row scored again
+    assert other.row("gradient")["n"] == first.row("gradient")["n"]
+
+
 def test_an_interrupted_run_keeps_finished_chunks(suite, tmp_path, monkeypatch):
     real, calls = maps_module.attribute, []
 
@@ -164,15 +190,13 @@ def test_voc_suite_pairs_every_class_present(tmp_path):
 
 def test_cli_benchmark_writes_the_table(tmp_path, monkeypatch):
     from cnnlens.cli import app
-    from cnnlens.cli.benchmark import parse_params
+    from cnnlens.cli.checks import parse_params
 
     assert parse_params(["rise.masks=100", "occlusion.window=8", "gradcam.layer=block4"]) == {
         "rise": {"masks": 100},
         "occlusion": {"window": 8},
         "gradcam": {"layer": "block4"},
     }
-    with pytest.raises(ValueError, match="method.name=value"):
-        parse_params(["masks=100"])
     monkeypatch.setenv("CNNLENS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
     args = ["benchmark", "--methods", "gradient,gradcam", "--images", "6", "--val-images", "4",

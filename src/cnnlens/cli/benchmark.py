@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from .checks import parse_params
 from .common import Opt, RichReporter, app, fail, load, note, progress_bar, say
 
 SUITES = ("planted", "voc", "coco")
-
-
-def parse_params(items: list[str] | None) -> dict[str, dict]:
-    """``["rise.masks=1000", "occlusion.window=16"]`` -> ``{"rise": {"masks": 1000}, ...}``.
-
-    Values are read as JSON when they parse (numbers, true/false, lists), else as text.
-    """
-    params: dict[str, dict] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        method, dot, name = key.strip().partition(".")
-        if not sep or not dot or not method or not name:
-            raise ValueError(f"--param takes method.name=value, e.g. rise.masks=1000; got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        params.setdefault(method, {})[name] = value
-    return params
 
 
 @app.command()
@@ -43,7 +24,13 @@ def benchmark(
     train_images: int = typer.Option(
         None, "--train-images", help="Training images of the planted models (default 4000)."
     ),
-    param: list[str] = typer.Option(None, help="Method parameter, e.g. rise.masks=1000."),
+    param: list[str] = typer.Option(
+        None,
+        "--param",
+        "-p",
+        metavar="METHOD.KEY=VALUE",
+        help="Any method parameter, repeatable, e.g. rise.masks=1000 (as in explain).",
+    ),
     root: Path = typer.Option(None, help="VOC root (Annotations/, JPEGImages/, ImageSets/)."),
     annotations: Path = typer.Option(None, help="COCO instances JSON."),
     image_dir: Path = typer.Option(None, help="COCO image folder."),
@@ -78,9 +65,9 @@ def benchmark(
         fail(f"--cue-target must be one of {', '.join(CUE_TARGETS)}, got {cue_target!r}")
     try:
         chosen = resolve_methods(methods)
-        params = parse_params(param)
-    except (CnnlensError, ValueError) as e:
+    except CnnlensError as e:
         fail(str(e))
+    params = parse_params(param, chosen)
     bar = progress_bar()
     try:
         with bar, reporting(RichReporter(bar)):
@@ -111,6 +98,13 @@ def benchmark(
             )
     except CnnlensError as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        note(
+            "interrupted:",
+            f"the finished maps and method scores are kept in {out_dir / 'maps'}; "
+            "rerun the same command to resume from them",
+        )
+        raise typer.Exit(130) from None
     for f in result.failures:
         note(f["method"], f"failed: {f['error']}")
     paths = write_outputs(result, out_dir)

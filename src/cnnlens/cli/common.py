@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape  # re-exported for command modules
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from .progress import PlainProgress
+from .progress import RichReporter as RichReporter  # re-exported
+from .progress import progress_bar as _progress_bar
 
+if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..models.base import LoadedModel
@@ -119,7 +121,10 @@ def parse_target(text: str | None, *, default=None, top: bool = True):
         return default
     t = text.strip().lower()
     if top and t.startswith("top"):
-        return t
+        k = t[3:].lstrip("-_")
+        if not k.isdigit() or int(k) < 1:
+            fail(f"--target {text!r}: write topK with K of 1 or more, e.g. top5")
+        return f"top{int(k)}"
     try:
         classes = [int(c) for c in t.split(",") if c.strip()]
     except ValueError:
@@ -156,39 +161,7 @@ def parse_indices(text: str, what: str = "--channels") -> list[int]:
     return result
 
 
-class RichReporter:
-    """Shows cnnlens progress tasks (:mod:`cnnlens.core.progress`) as rich progress bars."""
-
-    def __init__(self, bar: Progress):
-        self.bar = bar
-        self.tasks: dict[str, int] = {}
-
-    def start(self, description: str, total: int) -> Callable[[int], None]:
-        task_id = self.bar.add_task(escape(description), total=total)
-        self.tasks[description] = task_id
-        return lambda n=1: self.bar.advance(task_id, n)
-
-    def finish(self, description: str) -> None:
-        task_id = self.tasks.pop(description, None)
-        if task_id is not None:
-            self.bar.remove_task(task_id)
-
-
-def progress_bar() -> Progress:
-    """The rich progress display every long command uses (on stderr, removed when done)."""
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+def progress_bar() -> Progress | PlainProgress:
+    """The display every long command uses (on stderr): a bar with an ETA, or plain lines
+    when stderr is not a terminal; see :mod:`cnnlens.cli.progress`."""
+    return _progress_bar(console)

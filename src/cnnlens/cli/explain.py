@@ -8,33 +8,50 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from .checks import check_layer, check_target, parse_params, pick_model
 from .common import Opt, RichReporter, app, fail, load, note, out, parse_target, progress_bar, say
 
 
 @app.command()
 def explain(
     inputs: list[Path] = typer.Argument(
-        None, help="Image files or folders (default: bundled samples)."
+        None, help="Image files or folders (default: bundled samples).", metavar="[IMAGES]..."
     ),
     model: str = Opt.model,
     weights: str = Opt.weights,
     trust_checkpoint: bool = Opt.trust,
     labels: Path = Opt.labels,
     methods: str = typer.Option(
-        "gradient,cam,gradcam,occlusion", help="Comma-separated method names, or 'all'."
+        "gradient,cam,gradcam,occlusion",
+        metavar="NAMES",
+        help="Comma-separated method names, or 'all' (`cnnlens methods` lists them).",
     ),
     top_k: int = typer.Option(
         1, "--top-k", "-k", min=1, help="Explain each image's top-k classes."
     ),
-    target: str = typer.Option(None, help="Explain these class indices instead (e.g. 285,281)."),
+    target: str = typer.Option(
+        None,
+        metavar="CLASSES|topK",
+        help="Explain these class indices (e.g. 285,281) or each image's top K (e.g. top3) "
+        "instead of --top-k.",
+    ),
     layer: str = typer.Option(
         None,
-        help="Layer for cam and gradcam (default: last conv block). CAM only takes the layer "
-        "feeding the classifier's pooling; use gradcam for others.",
+        metavar="LAYER",
+        help="Layer of every method that takes one (default: each method's own, the last "
+        "conv block). CAM only takes the layer feeding the classifier's pooling.",
     ),
-    window: int = typer.Option(32, help="Occlusion window (pixels)."),
-    stride: int = typer.Option(16, help="Occlusion stride (pixels)."),
-    batch_size: int = typer.Option(None, help="Forward passes per batch for occlusion."),
+    window: int = typer.Option(32, min=1, help="Occlusion window (pixels)."),
+    stride: int = typer.Option(16, min=1, help="Occlusion stride (pixels)."),
+    batch_size: int = typer.Option(None, min=1, help="Forward passes per batch for occlusion."),
+    param: list[str] = typer.Option(
+        None,
+        "--param",
+        "-p",
+        metavar="METHOD.KEY=VALUE",
+        help="Any method parameter, repeatable: integrated_gradients.steps=64, "
+        "smoothgrad.samples=50, occlusion.baseline=blur (`cnnlens methods` lists them).",
+    ),
     out_dir: Path = typer.Option(Path("cnnlens-report"), "--out", "-o", help="Report folder."),
     device: str = Opt.device,
     title: str = typer.Option("cnnlens report", help="Report title."),
@@ -42,21 +59,32 @@ def explain(
     """Explain images and write report.html, results.json and maps.npz."""
     from ..core.errors import CnnlensError
     from ..core.progress import reporting
+    from ..methods import get_method
     from ..pipeline import explain_files, resolve_methods
 
     try:
         chosen = resolve_methods(methods)
     except CnnlensError as e:
         fail(str(e))
-    spec_target = parse_target(target, default=f"top{top_k}", top=False)
+    spec_target = parse_target(target, default=f"top{top_k}")
+    given = parse_params(param, chosen)
     params: dict[str, dict] = {"occlusion": {"window": window, "stride": stride}}
     if batch_size:
         params["occlusion"]["batch_size"] = batch_size
+    names = [get_method(m).name for m in chosen]
     if layer:
-        for m in ("cam", "gradcam"):
-            params.setdefault(m, {})["layer"] = layer
-    params = {k: v for k, v in params.items() if k in chosen}
+        for m in names:
+            if "layer" in get_method(m).defaults:
+                params.setdefault(m, {})["layer"] = layer
+    for m, values in given.items():  # --param wins over the shortcut options
+        params.setdefault(m, {}).update(values)
+    params = {k: v for k, v in params.items() if k in names}
     loaded = load(model, weights, trust_checkpoint, labels, device)
+    check_target(spec_target, loaded)
+    check_layer(loaded, layer)
+    for values in params.values():
+        if isinstance(values.get("layer"), str):
+            check_layer(loaded, values["layer"])
     start = time.perf_counter()
     bar = progress_bar()
     with bar, reporting(RichReporter(bar)):
@@ -70,34 +98,50 @@ def explain(
             title=title,
         )
     _summary(run, time.perf_counter() - start)
+    if run.interrupted:
+        kept = f"the report holds the {len(chosen) - len(run.interrupted)} finished methods"
+        note(
+            "interrupted:",
+            f"{kept if run.report_path else 'no method had finished, nothing written'}; "
+            f"not run: {', '.join(run.interrupted)}. Rerun with --methods "
+            f"{','.join(run.interrupted)} --out ANOTHER_FOLDER to get those.",
+        )
+        raise typer.Exit(130)
     if not run.ok:
         raise typer.Exit(1)
 
 
 def _summary(run, seconds: float) -> None:
-    """The per-image table, then each distinct failure once (with how many images it hit)."""
+    """One row per image (which maps failed, by full method name), then each failure once."""
     from rich.table import Table
 
-    table = Table(title="cnnlens explain", show_lines=False)
-    table.add_column("image")
-    table.add_column("top-1")
-    table.add_column("p", justify="right")
-    failed = {(e["image"], e["method"]) for e in run.errors}
-    methods = [e.method for e in run.explanations]
-    for m in methods:
-        table.add_column(escape(m), justify="center")
-    for i, name in enumerate(run.names):
-        pred = run.predictions.to_list()[i][0] if run.predictions is not None else None
-        row = [escape(name), escape(pred["label"]) if pred else "-"]
-        row.append(f"{pred['prob']:.3f}" if pred else "-")
-        row += [
-            "[red]failed[/red]" if (name, m) in failed else "[green]ok[/green]" for m in methods
-        ]
-        table.add_row(*row)
-    for err in run.errors:
-        if err["method"] is None:
-            table.add_row(escape(err["image"]), "[red]unreadable[/red]", "", *["" for _ in methods])
-    out.print(table)
+    if run.names:
+        methods = [e.method for e in run.explanations]
+        failed: dict[str, list[str]] = {}
+        for e in run.errors:
+            if e["method"] is not None:
+                failed.setdefault(e["image"], []).append(e["method"])
+        table = Table(title="cnnlens explain", show_lines=False)
+        # identifiers users type or click are folded onto more lines, never cut
+        table.add_column("image", overflow="fold")
+        table.add_column("top-1", overflow="fold")
+        table.add_column("p", justify="right", no_wrap=True)
+        table.add_column("maps", overflow="fold")
+        preds = run.predictions.to_list() if run.predictions is not None else []
+        for i, name in enumerate(run.names):
+            pred = preds[i][0] if i < len(preds) else None
+            bad = failed.get(name, [])
+            total = len(set(methods) | set(bad))
+            cell = f"[green]{total - len(bad)}/{total} ok[/green]"
+            if bad:
+                cell += f" [red]failed: {escape(', '.join(bad))}[/red]"
+            table.add_row(
+                escape(name),
+                escape(pred["label"]) if pred else "-",
+                f"{pred['prob']:.3f}" if pred else "-",
+                cell,
+            )
+        out.print(table)
     for group in run.error_groups():
         images, method = group["images"], group["method"]
         if method is None:  # unreadable files: each one named
@@ -108,8 +152,9 @@ def _summary(run, seconds: float) -> None:
         else:
             note(f"{method} failed on {len(images)} of {len(run.names)} images:", group["error"])
     if run.report_path is not None:
-        say(f"report: {run.report_path}  ({seconds:.1f} s)")
-    else:
+        size = run.report_path.stat().st_size / 1e6
+        say(f"report: {run.report_path}  ({size:.1f} MB, {seconds:.1f} s)")
+    elif not run.interrupted:
         say("nothing could be explained")
 
 
@@ -150,7 +195,12 @@ def models(
 
 @app.command()
 def layers(
-    model: str = typer.Argument("efficientnet_lite0", help="Model name or checkpoint."),
+    model_arg: str = typer.Argument(
+        None, metavar="[MODEL]", help="Model name or checkpoint (or --model)."
+    ),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model name or checkpoint [default: efficientnet_lite0]."
+    ),
     weights: str = typer.Option("none", help="Weights are not needed to list layers."),
     trust_checkpoint: bool = Opt.trust,
 ) -> None:
@@ -160,7 +210,8 @@ def layers(
     from ..core.layers import default_layer
     from ..models.base import list_layers
 
-    loaded = load(model, weights, trust_checkpoint, None, None)
+    name = pick_model(model_arg, model, "efficientnet_lite0")
+    loaded = load(name, weights, trust_checkpoint, None, None)
     size = loaded.preprocess_spec.crop
     default = default_layer(loaded.net, (size, size))
     title = f"{loaded.name} at {size}x{size} (default CAM layer: {default})"

@@ -65,7 +65,7 @@ class MapStore:
         self.model, self.chunk, self.seed, self.tag = model, int(chunk), int(seed), str(tag)
         self.params = {k: dict(v) for k, v in (params or {}).items()}
 
-    def _method_params(self, method: str) -> dict:
+    def method_params(self, method: str) -> dict:
         from ..methods import get_method
 
         params = dict(self.params.get(method, {}))
@@ -80,7 +80,7 @@ class MapStore:
         the targets when given, so maps of another class are never read back.
         """
         settings = {
-            "params": self._method_params(method),
+            "params": self.method_params(method),
             "n": n,
             "tag": self.tag,
             "chunk": self.chunk,
@@ -107,7 +107,7 @@ class MapStore:
         folder = self.folder(split, method, n, targets)
         folder.mkdir(parents=True, exist_ok=True)
         parts, seconds = [], 0.0
-        params = self._method_params(method)
+        params = self.method_params(method)
         starts = range(0, n, self.chunk)
         with progress.task(f"{method} ({split})", len(starts)) as advance:
             for start in starts:

@@ -33,6 +33,7 @@ count the map computation only.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -41,11 +42,13 @@ from pathlib import Path
 
 import torch
 
+from ..core import progress
+from ..core.atomic import write_text_atomic
 from ..models.base import LoadedModel
 from ..perturbation.boxes import deletion_boxes
 from .deletion import deletion_auc
 from .localisation import KINDS, choose_alpha, weak_localisation
-from .maps import BASELINES, MapStore
+from .maps import BASELINES, MapStore, fingerprint
 from .pointing import pointing_game
 from .relevance import relevance_mass, relevance_rank_accuracy
 from .spurious import spurious_cue_score
@@ -242,11 +245,13 @@ def run_benchmark(
         "maps": {},
     }
     run = _Run(store, params, sanity_images, deletion_step, seed, tag, root, cue_target)
-    for method in names:
-        try:
-            rows.append(_method_row(suite, method, run, examples))
-        except Exception as e:  # one failing method must not lose the others
-            failures.append({"method": method, "error": f"{type(e).__name__}: {e}"})
+    with progress.task("methods", len(names)) as advance:
+        for method in names:
+            try:
+                rows.append(_cached_row(suite, method, run, examples))
+            except Exception as e:  # one failing method must not lose the others
+                failures.append({"method": method, "error": f"{type(e).__name__}: {e}"})
+            advance(1)
     settings = dict(
         suite.settings,
         methods=names,
@@ -274,6 +279,37 @@ class _Run:
     tag: str
     root: Path
     cue_target: str
+
+
+def _cached_row(suite, method, run: _Run, examples) -> dict:
+    """:func:`_method_row`, read back from ``root/rows`` when this run already scored it.
+
+    Scores (deletion curves, sanity check, cue shares) take longer than loading the
+    cached maps, so a resumed run keeps them too; the file name carries a fingerprint
+    of everything the row depends on.
+    """
+    key = {
+        "method": method,
+        "params": run.store.method_params(method),
+        "tag": run.tag,
+        "seed": run.seed,
+        "n": len(suite.test),
+        "val": None if suite.val is None else len(suite.val),
+        "sanity_images": run.sanity_images,
+        "deletion_step": run.deletion_step,
+        "cue_target": run.cue_target,
+        "chunk": run.store.chunk,
+    }
+    path = run.root / "rows" / f"{method}-{fingerprint(key)}.json"
+    if path.exists():
+        row = json.loads(path.read_text())
+        maps, _ = run.store.maps("test", method, suite.test.x, suite.test.targets)
+        examples["maps"][method] = maps[:EXAMPLES].cpu().clone()
+        return row
+    row = _method_row(suite, method, run, examples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(row))  # NaN (no cue images, ...) kept as NaN
+    return row
 
 
 def _method_row(suite, method, run: _Run, examples) -> dict:
