@@ -74,6 +74,7 @@ for path in paths:
     result = runner.invoke(app, path + ["--help"])
     assert result.exit_code == 0, (path, result.output)
     assert "Usage" in result.output, path
+    assert "<bool>" not in result.output, path  # a flag takes no value: no type after it
 heavy = [m for m in ("torch", "torchvision", "numpy", "PIL") if m in sys.modules]
 print(len(paths), heavy)
 """

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: flags show no "<bool>", types show as words
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Explain image CNNs: attribution maps and HTML reports.",
 )
@@ -61,13 +62,26 @@ def main_options(
 
 
 class Opt:
-    """Options of every command that loads a model (typer reads them as parameter defaults)."""
+    """Options of every command that loads a model (typer reads them as parameter defaults).
 
-    model = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name or checkpoint.")
-    weights = typer.Option("default", help="'default', 'none' or a weights file.")
-    trust = typer.Option(False, help="Allow unpickling a trusted checkpoint.")
-    labels = typer.Option(None, help="Class names file (one per line or JSON).")
-    device = typer.Option(None, help="cpu, cuda, cuda:1 ... (default cpu).")
+    A flag (a bool option) gets an empty metavar: it takes no value, so the help shows no
+    ``<bool>`` after it.
+    """
+
+    model = typer.Option(
+        "efficientnet_lite0", "--model", "-m", metavar="NAME|FILE", help="Model name or checkpoint."
+    )
+    weights = typer.Option(
+        "default", metavar="default|none|FILE", help="The library's weights, none, or a file."
+    )
+    trust = typer.Option(
+        False,
+        "--trust-checkpoint",
+        metavar="",
+        help="Allow unpickling a checkpoint you trust (it can run code).",
+    )
+    labels = typer.Option(None, metavar="FILE", help="Class names file (one per line or JSON).")
+    device = typer.Option(None, metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default cpu).")
 
 
 def say(text: str) -> None:

@@ -15,7 +15,7 @@ from .common import Opt, RichReporter, app, fail, load, note, out, parse_target,
 @app.command()
 def explain(
     inputs: list[Path] = typer.Argument(
-        None, help="Image files or folders (default: bundled samples).", metavar="[IMAGES]..."
+        None, help="Image files or folders (default: bundled samples).", metavar="IMAGES"
     ),
     model: str = Opt.model,
     weights: str = Opt.weights,
@@ -196,7 +196,7 @@ def models(
 @app.command()
 def layers(
     model_arg: str = typer.Argument(
-        None, metavar="[MODEL]", help="Model name or checkpoint (or --model)."
+        None, metavar="MODEL", help="Model name or checkpoint (or --model)."
     ),
     model: str = typer.Option(
         None, "--model", "-m", help="Model name or checkpoint [default: efficientnet_lite0]."

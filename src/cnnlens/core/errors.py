@@ -37,3 +37,7 @@ class CheckpointError(CnnlensError, ValueError):
 
 class ModelError(CnnlensError, ValueError):
     """A model name is unknown or its weights cannot be obtained."""
+
+
+class MissingExtraError(CnnlensError, ImportError):
+    """A feature needs a package of an optional extra that is not installed."""
