@@ -195,3 +195,12 @@ def test_ctrl_c_keeps_the_finished_methods(photo, tmp_path, monkeypatch):
     assert "interrupted: the report holds the 1 finished methods; not run: occlusion, cam" in text
     assert "--methods occlusion,cam" in text
     assert list(json.loads((out / "results.json").read_text())["methods"]) == ["gradient"]
+
+
+@pytest.mark.parametrize("command", ["interrogate", "boxes"])
+def test_perturbation_commands_check_the_target_class(command, photo, tmp_path):
+    extra = ["--box", "0,0,10,10"] if command == "interrogate" else []
+    result = runner.invoke(
+        app, [command, str(photo), *extra, "--target", "1000", "--out", str(tmp_path / "o")]
+    )
+    assert "--target 1000 is not a class of efficientnet_lite0" in one_line_error(result)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from .checks import check_target
 from .common import Opt, RichReporter, app, fail, load, note, parse_target, progress_bar, say
 
 
@@ -52,7 +53,7 @@ def interrogate(
         "model's resize and crop; 'input': pixels of the model input.",
     ),
     score: str = typer.Option("prob", help="prob, logit or logprob."),
-    sigma: float = typer.Option(10.0, help="Blur sigma (pixels of the model input)."),
+    sigma: float = typer.Option(10.0, min=0.0, help="Blur sigma (pixels of the model input)."),
     seed: int = typer.Option(0, help="Noise seed."),
     model: str = Opt.model,
     weights: str = Opt.weights,
@@ -91,6 +92,7 @@ def interrogate(
         except ValueError as e:
             fail(str(e))
     loaded = load(model, weights, trust_checkpoint, labels, device)
+    check_target(spec_target, loaded)
     x = loaded.preprocess(img)
     try:
         if coords == "photo":
@@ -140,7 +142,7 @@ def boxes(
     ),
     methods: str = typer.Option("gradient,gradcam,occlusion", help="Comma-separated methods."),
     target: str = typer.Option(None, help="Class index or indices, or topK (default top-1)."),
-    sigma: float = typer.Option(10.0, help="Blur sigma (pixels of the model input)."),
+    sigma: float = typer.Option(10.0, min=0.0, help="Blur sigma (pixels of the model input)."),
     model: str = Opt.model,
     weights: str = Opt.weights,
     trust_checkpoint: bool = Opt.trust,
@@ -174,6 +176,7 @@ def boxes(
     if not images:
         fail("no readable images")
     loaded = load(model, weights, trust_checkpoint, labels, device)
+    check_target(spec_target, loaded)
     x = loaded.preprocess(images)
     if isinstance(spec_target, list):
         spec_target = spec_target * len(images)
