@@ -204,3 +204,26 @@ def test_perturbation_commands_check_the_target_class(command, photo, tmp_path):
         app, [command, str(photo), *extra, "--target", "1000", "--out", str(tmp_path / "o")]
     )
     assert "--target 1000 is not a class of efficientnet_lite0" in one_line_error(result)
+
+
+def test_models_says_which_library_a_shared_name_means():
+    result = runner.invoke(app, ["models", "resnet50*"])
+    assert result.exit_code == 0
+    assert "timm/resnet50" in result.output and "resnet50.a1_in1k" in result.output
+    assert "the plain name loads torchvision's; write timm/resnet50 for timm's" in " ".join(
+        result.output.split()
+    )
+
+
+def test_a_labels_file_of_the_wrong_length_warns_once(photo, tmp_path):
+    names = tmp_path / "labels.txt"
+    names.write_text("cat\ndog\nbird\n")
+    result = runner.invoke(
+        app,
+        ["explain", str(photo), "--methods", "gradient", "--labels", str(names),
+         "--out", str(tmp_path / "r")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1
+    assert "has 3 names but the model has 1000 outputs" in warned[0]

@@ -20,7 +20,14 @@ from PIL import Image
 from torch import nn
 
 import cnnlens as cl
-from cnnlens.models import BUNDLED, LoadedModel, Preprocess, imagenet_classes, read_labels
+from cnnlens.models import (
+    BUNDLED,
+    LabelsWarning,
+    LoadedModel,
+    Preprocess,
+    imagenet_classes,
+    read_labels,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -466,24 +473,29 @@ def test_trusted_checkpoint_that_fails_to_unpickle_raises_checkpoint_error(tmp_p
 def test_labels_from_text_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("cat\n\n  dog  \nbird\n", encoding="utf-8")
-    model = cl.load_model("resnet18", weights="none", labels=path)
+    with pytest.warns(LabelsWarning, match="has 3 names but the model has 1000 outputs"):
+        model = cl.load_model("resnet18", weights="none", labels=path)
     assert model.class_names == ["cat", "dog", "bird"]
     assert model.label(1) == "dog"
     assert model.label(3) == "class_3"  # beyond the file: generic name
-    assert cl.load_model("resnet18", weights="none", labels=str(path)).class_names[2] == "bird"
+    with pytest.warns(LabelsWarning):
+        again = cl.load_model("resnet18", weights="none", labels=str(path))
+    assert again.class_names[2] == "bird"
 
 
 def test_labels_from_json_list_and_dict(tmp_path):
     as_list = tmp_path / "labels.json"
     as_list.write_text(json.dumps(["zero", "one", 2]), encoding="utf-8")
-    model = cl.load_model("resnet18", weights="none", labels=as_list)
+    with pytest.warns(LabelsWarning, match="has 3 names"):
+        model = cl.load_model("resnet18", weights="none", labels=as_list)
     assert model.class_names == ["zero", "one", "2"]
     as_dict = tmp_path / "index.json"
     as_dict.write_text(json.dumps({"10": "k", "1": "b", "0": "a", "2": "c"}), encoding="utf-8")
     # Keys are class indices: "10" lands at index 10, gaps get generic names.
     expected = ["a", "b", "c"] + [f"class_{i}" for i in range(3, 10)] + ["k"]
     assert read_labels(as_dict) == expected
-    model = cl.load_model("resnet18", weights="none", labels=as_dict)
+    with pytest.warns(LabelsWarning, match="has 11 names"):
+        model = cl.load_model("resnet18", weights="none", labels=as_dict)
     assert model.class_names == expected
 
 
@@ -513,7 +525,8 @@ def test_malformed_json_labels_raise_model_error(tmp_path):
 def test_json_index_dict_with_gaps_keeps_indices(tmp_path):
     path = tmp_path / "sparse.json"
     path.write_text(json.dumps({"0": "a", "5": "f"}), encoding="utf-8")
-    model = cl.load_model("resnet18", weights="none", labels=path)
+    with pytest.warns(LabelsWarning, match="has 6 names"):
+        model = cl.load_model("resnet18", weights="none", labels=path)
     assert model.label(0) == "a"
     assert model.label(5) == "f"
 

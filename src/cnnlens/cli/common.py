@@ -107,15 +107,25 @@ def load(
     model: str, weights: str, trust_checkpoint: bool, labels: Path | None, device: str | None
 ) -> LoadedModel:
     """:func:`cnnlens.models.load_model`, turning a refusal into :func:`fail`."""
-    from ..core.errors import CnnlensError
-    from ..models import load_model
+    import warnings
 
-    try:
-        return load_model(
-            model, weights, trust_checkpoint=trust_checkpoint, labels=labels, device=device
-        )
-    except CnnlensError as e:
-        fail(str(e))
+    from ..core.errors import CnnlensError
+    from ..models import LabelsWarning, load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LabelsWarning)
+        try:
+            loaded = load_model(
+                model, weights, trust_checkpoint=trust_checkpoint, labels=labels, device=device
+            )
+        except CnnlensError as e:
+            fail(str(e))
+    for w in caught:
+        if issubclass(w.category, LabelsWarning):
+            note("warning:", str(w.message))
+        else:  # not ours: shown as Python would have
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return loaded
 
 
 def parse_target(text: str | None, *, default=None, top: bool = True):

@@ -180,17 +180,17 @@ def methods() -> None:
 
 @app.command()
 def models(
-    pattern: str = typer.Argument("*", help="Shell-style filter, e.g. 'resnet*'."),
+    pattern: str = typer.Argument("*", help="Shell-style filter, e.g. 'resnet*' or 'timm/*'."),
 ) -> None:
-    """List model names: the bundled model, torchvision and timm architectures."""
-    import fnmatch
+    """List model names: bundled, torchvision and timm names, and timm pretrained tags."""
+    from ..models import describe_sources
 
-    from ..models import list_models
-
-    for source, names in list_models().items():
-        chosen = [n for n in names if fnmatch.fnmatch(n, pattern)]
-        out.print(f"[bold]{escape(source)}[/bold] ({len(chosen)})")
-        out.print("  " + escape(", ".join(chosen)) if chosen else "  -")
+    listing = describe_sources(pattern)
+    for source, names in listing.groups:
+        out.print(f"[bold]{escape(source)}[/bold] ({len(names)})")
+        out.print("  " + escape(", ".join(names)) if names else "  -")
+    for line in listing.notes:
+        say(line)
 
 
 @app.command()

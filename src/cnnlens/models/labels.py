@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +38,43 @@ def default_names(num_classes: int) -> list[str]:
     if num_classes == 1000:
         return list(imagenet_classes())
     return [f"class_{i}" for i in range(num_classes)]
+
+
+class LabelsWarning(UserWarning):
+    """A labels file whose number of names differs from the model's outputs."""
+
+
+def check_label_count(count: int, outputs: int | None, source: str) -> None:
+    """Warn (:class:`LabelsWarning`) when ``count`` names do not match ``outputs`` classes."""
+    if not outputs or count == outputs:
+        return
+    if count < outputs:
+        effect = f"outputs {count} to {outputs - 1} get generic names (class_{count}, ...)"
+    else:
+        effect = f"the last {count - outputs} names are never used"
+    warnings.warn(
+        f"{source} has {count} names but the model has {outputs} outputs: {effect}; "
+        "check that the labels match the model's classes",
+        LabelsWarning,
+        stacklevel=3,
+    )
+
+
+def class_names_for(num_classes: int, net=None) -> list[str]:
+    """Names for a model's outputs: ImageNet-1k's for 1000 classes; timm's own
+    ImageNet subsets (21k, 12k, ...) when ``net`` is a timm model pretrained on one;
+    ``class_i`` otherwise."""
+    if num_classes != 1000 and net is not None and hasattr(net, "pretrained_cfg"):
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(net)
+            info = ImageNetInfo(subset) if subset else None
+        except Exception:  # not a timm model after all, or an older timm
+            info = None
+        if info is not None and info.num_classes() == num_classes:
+            return [info.index_to_description(i) for i in range(num_classes)]
+    return default_names(num_classes)
 
 
 def _name(value) -> str:

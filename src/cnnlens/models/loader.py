@@ -8,30 +8,34 @@ is refused unless the caller says it trusts the file.
 
 from __future__ import annotations
 
-import difflib
 import math
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError, ModelError
+from ..core.errors import ModelError
 from .base import LoadedModel, Preprocess
-from .labels import default_names, read_labels
+from .checkpoints import first_line, read_checkpoint
+from .labels import check_label_count, class_names_for, default_names, read_labels
+from .names import BUNDLED, ModelName, resolve, timm_names, torchvision_names
+from .statedict import load_state_into
 
-BUNDLED = "efficientnet_lite0"
 _BUNDLED_ARCH = "tf_efficientnet_lite0"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def list_models() -> dict[str, list[str]]:
-    """Model names ``load_model`` accepts, grouped by source."""
-    import timm
-    import torchvision
+    """Architecture names ``load_model`` accepts, grouped by source.
 
-    tv = sorted(torchvision.models.list_models(module=torchvision.models))
-    return {"bundled": [BUNDLED], "torchvision": tv, "timm": sorted(timm.list_models())}
+    A name in both lists loads torchvision's; ``"timm/NAME"`` loads timm's. See
+    :func:`cnnlens.models.names.describe_sources` for the listing `cnnlens models` prints.
+    """
+    return {
+        "bundled": [BUNDLED],
+        "torchvision": sorted(torchvision_names()),
+        "timm": sorted(timm_names()),
+    }
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -72,8 +76,10 @@ def load_model(
     """Load a classifier with its preprocessing and class names.
 
     Args:
-        name: ``"efficientnet_lite0"`` (bundled, offline), any torchvision or
-            timm architecture name, or the path of a checkpoint file holding a
+        name: ``"efficientnet_lite0"`` (bundled, offline); a torchvision or timm
+            architecture name (one both have means torchvision's; ``"timm/NAME"``
+            and ``"torchvision/NAME"`` choose); a timm name with a pretrained tag
+            (``"resnet50.a1_in1k"``); or the path of a checkpoint file holding a
             whole pickled model (needs ``trust_checkpoint=True``).
         weights: ``"default"`` (bundled weights, or the library's pretrained
             weights, downloaded and cached by torchvision/timm if not cached),
@@ -81,11 +87,17 @@ def load_model(
             dict (``.pt/.pth/.safetensors``).
         trust_checkpoint: allow unpickling arbitrary objects from a local file.
             Only for files you trust: unpickling can run code.
-        labels: class names, or a file of them (one per line, or JSON).
+        labels: class names, or a file of them (one per line, or JSON). A count
+            that differs from the model's outputs warns (:class:`LabelsWarning`).
         device: where to put the model (default CPU).
 
     Returns:
         A :class:`LoadedModel` in eval mode.
+
+    Raises:
+        ModelError: an unknown name, or pretrained weights that cannot be fetched.
+        CheckpointError: a weights file that is not a checkpoint, is damaged, holds
+            Python objects (without trust), or does not fit the architecture.
     """
     if device is not None:
         device = check_device(device)
@@ -100,6 +112,9 @@ def load_model(
         model = _load_architecture(name, weights, trust_checkpoint)
     if labels is not None:
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
+        outputs = len(model.class_names) or _num_outputs(model.net, model.preprocess_spec.crop)
+        source = f"labels file {labels}" if isinstance(labels, (str, Path)) else "labels"
+        check_label_count(len(names), outputs, source)
         model.class_names = names
     model.net.eval()
     if device is not None:
@@ -107,16 +122,30 @@ def load_model(
     return model
 
 
-def _num_outputs(net: nn.Module) -> int | None:
+def _num_outputs(net: nn.Module, size: int = 224) -> int | None:
+    """How many classes ``net`` outputs: timm's ``num_classes``, else a forward
+    pass at 64 px, else at ``size`` (ViTs need their own input size)."""
+    n = getattr(net, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    training = net.training
+    net.eval()
     try:
-        with torch.no_grad():
-            training = net.training
-            net.eval()
-            out = net(torch.zeros(1, 3, 64, 64, device=next(net.parameters()).device))
-            net.train(training)
-        return int(out.shape[1])
-    except Exception:  # a model that cannot run at 64 px keeps generic names
+        for side in (64, size):
+            try:
+                with torch.no_grad():
+                    device = next(net.parameters()).device
+                    return int(net(torch.zeros(1, 3, side, side, device=device)).shape[1])
+            except Exception:
+                continue
         return None
+    finally:
+        net.train(training)
+
+
+def _class_names(net: nn.Module, size: int) -> list[str]:
+    n = _num_outputs(net, size)
+    return class_names_for(n, net) if n else []
 
 
 def _load_bundled(weights, trust: bool) -> LoadedModel:
@@ -142,7 +171,7 @@ def _load_bundled(weights, trust: bool) -> LoadedModel:
         # The package names tensors its own way; they come in the same order as timm's.
         net.load_state_dict(dict(zip(target.keys(), state.values())))
     elif weights is not None:
-        _load_state_into(net, Path(weights).expanduser(), trust)
+        load_state_into(net, Path(weights).expanduser(), trust, label="the bundled model")
     # Whole photo resized to 224x224: with resize-256/centre-crop-224 scikit-image's
     # `chelsea` comes out as tiger cat (282, p 0.381) just above Egyptian cat (285,
     # p 0.372); resizing the whole photo gives 285 at p 0.79 and espresso at p 0.90.
@@ -151,31 +180,42 @@ def _load_bundled(weights, trust: bool) -> LoadedModel:
 
 
 def _load_architecture(name: str, weights, trust: bool) -> LoadedModel:
-    import timm
-    import torchvision
-
-    tv_names = set(torchvision.models.list_models(module=torchvision.models))
-    if name in tv_names:
-        return _load_torchvision(name, weights, trust)
-    if name in timm.list_models():
-        return _load_timm(name, weights, trust)
-    pool = sorted(tv_names | set(timm.list_models()))
-    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ModelError(
-        f"unknown model {name!r}.{hint} Use {BUNDLED!r} (bundled), a torchvision or timm "
-        "architecture name (`cnnlens models`), or a checkpoint path."
-    )
+    spec = resolve(name)
+    if spec.source == "torchvision":
+        return _load_torchvision(spec, weights, trust)
+    return _load_timm(spec, weights, trust)
 
 
-def _load_torchvision(name: str, weights, trust: bool) -> LoadedModel:
+def _alternatives(spec: ModelName) -> tuple:
+    """The same name in the other library, for weights that fit it instead."""
+    if spec.source == "torchvision" and spec.arch in timm_names():
+        import timm
+
+        advice = (
+            f"these weights are for timm's {spec.arch}, not torchvision's; "
+            f"use --model timm/{spec.arch} (Python: load_model('timm/{spec.arch}', ...))"
+        )
+        return ((advice, lambda: timm.create_model(spec.arch)),)
+    if spec.source == "timm" and spec.arch in torchvision_names():
+        from torchvision.models import get_model
+
+        advice = (
+            f"these weights are for torchvision's {spec.arch}, not timm's; "
+            f"use --model {spec.arch} (Python: load_model('{spec.arch}', ...))"
+        )
+        return ((advice, lambda: get_model(spec.arch, weights=None)),)
+    return ()
+
+
+def _load_torchvision(spec: ModelName, weights, trust: bool) -> LoadedModel:
     from torchvision.models import get_model, get_model_weights
 
+    name = spec.arch
     default = get_model_weights(name).DEFAULT
-    spec = Preprocess()
+    pre = Preprocess()
     tf = default.transforms()
     if hasattr(tf, "crop_size"):
-        spec = Preprocess(
+        pre = Preprocess(
             crop=int(tf.crop_size[0]),
             resize=int(tf.resize_size[0]),
             mean=tuple(tf.mean),
@@ -187,143 +227,60 @@ def _load_torchvision(name: str, weights, trust: bool) -> LoadedModel:
             net = get_model(name, weights=default)
         except Exception as e:
             raise ModelError(
-                f"could not get torchvision's pretrained weights for {name} ({e}); without "
-                "internet pass a local file (--weights PATH) or --weights none"
+                f"could not get torchvision's pretrained weights for {name} ({first_line(e)}); "
+                "without internet pass a local file (--weights PATH) or --weights none"
             ) from None
         names = list(default.meta.get("categories") or [])
-        return LoadedModel(net=net, preprocess_spec=spec, class_names=names, name=name)
+        return LoadedModel(net=net, preprocess_spec=pre, class_names=names, name=name)
     net = get_model(name, weights=None)
     if weights is not None:
-        net = _load_state_into(
-            net, Path(weights).expanduser(), trust, rebuild=lambda k: get_model(name, num_classes=k)
+        net = load_state_into(
+            net,
+            Path(weights).expanduser(),
+            trust,
+            label=spec.label,
+            rebuild=lambda k: get_model(name, num_classes=k),
+            alternatives=_alternatives(spec),
         )
-    n = _num_outputs(net)
-    return LoadedModel(net, spec, default_names(n) if n else [], name)
+    return LoadedModel(net, pre, _class_names(net, pre.crop), spec.canonical)
 
 
-def _load_timm(name: str, weights, trust: bool) -> LoadedModel:
+def _load_timm(spec: ModelName, weights, trust: bool) -> LoadedModel:
     import timm
 
+    name = spec.library_name
     try:
         net = timm.create_model(name, pretrained=weights == "default")
     except Exception as e:
         raise ModelError(
-            f"could not get timm's pretrained weights for {name} ({e}); without internet "
-            "pass a local file (--weights PATH) or --weights none"
+            f"could not get timm's pretrained weights for {name} ({first_line(e)}); "
+            "without internet pass a local file (--weights PATH) or --weights none"
         ) from None
     if weights not in (None, "default"):
-        net = _load_state_into(
+        net = load_state_into(
             net,
             Path(weights).expanduser(),
             trust,
+            label=spec.label,
             rebuild=lambda k: timm.create_model(name, num_classes=k),
+            alternatives=_alternatives(spec),
         )
     cfg = timm.data.resolve_data_config({}, model=net)
     crop = int(cfg["input_size"][-1])
-    spec = Preprocess(
+    pre = Preprocess(
         crop=crop,
         resize=int(math.floor(crop / cfg.get("crop_pct", 0.875))),
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         interpolation=str(cfg.get("interpolation", "bilinear")),
     )
-    n = _num_outputs(net)
-    return LoadedModel(net, spec, default_names(n) if n else [], name)
-
-
-def read_checkpoint(path: Path, trust: bool):
-    """Read a weights file safely: safetensors, or ``torch.load(weights_only=True)``."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust:
-            raise CheckpointError(
-                f"{path} holds pickled Python objects, not just tensors ({_first_line(e)}). "
-                "Unpickling can run arbitrary code, so cnnlens refuses by default. If you trust "
-                "this file pass trust_checkpoint=True (CLI: --trust-checkpoint); better, re-save "
-                "it with torch.save(model.state_dict(), path)."
-            ) from None
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e!r})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{path}: could not unpickle the checkpoint ({e!r})") from None
-
-
-def _first_line(e: Exception) -> str:
-    """The first line of an exception message without terminal colour codes."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
-
-
-def _unwrap_state(obj, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            inner = obj.get(key)
-            if isinstance(inner, nn.Module):
-                inner = inner.state_dict()
-            if (
-                isinstance(inner, dict)
-                and inner
-                and all(isinstance(v, torch.Tensor) for v in inner.values())
-            ):
-                obj = inner
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not contain a state dict of tensors")
-    prefix = "module."
-    if all(k.startswith(prefix) for k in obj):
-        obj = {k[len(prefix) :]: v for k, v in obj.items()}
-    return obj
-
-
-def _load_state_into(net: nn.Module, path: Path, trust: bool, rebuild=None) -> nn.Module:
-    state = _unwrap_state(read_checkpoint(path, trust), path)
-    own = net.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if mismatched and rebuild is not None and all(own[k].dim() <= 2 for k in mismatched):
-        # A classifier head of another size: rebuild the model with that many classes.
-        net = rebuild(int(state[mismatched[0]].shape[0]))
-        own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape", wrong),
-        ):
-            if keys:
-                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-        raise CheckpointError(
-            f"{path} does not fit {type(net).__name__}: {'; '.join(parts)}. "
-            "Check the architecture name matches the checkpoint."
-        )
-    net.load_state_dict(state)
-    return net
+    return LoadedModel(net, pre, _class_names(net, crop), spec.canonical)
 
 
 def _load_whole_model(path: Path, trust: bool) -> LoadedModel:
     obj = read_checkpoint(path, trust)
     if isinstance(obj, nn.Module):
-        n = _num_outputs(obj)
-        return LoadedModel(obj, Preprocess(), default_names(n) if n else [], path.stem)
+        return LoadedModel(obj, Preprocess(), _class_names(obj, 224), path.stem)
     raise ModelError(
         f"{path} holds weights, not a model: name the architecture and pass the file as weights, "
         f"e.g. `cnnlens explain --model resnet50 --weights {path}`"
