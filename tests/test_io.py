@@ -87,12 +87,14 @@ def test_list_images_recursion_sorting_and_explicit_files(tmp_path: Path) -> Non
     assert cio.list_images([odd, root / "b.png", odd]) == [odd, root / "b.png"]
 
 
-def test_list_images_missing_path_raises(tmp_path: Path) -> None:
+def test_list_images_keeps_a_missing_path_for_load_image_to_report_once(tmp_path: Path) -> None:
+    good = _save(tmp_path, "a.png", Image.new("RGB", (2, 2)))
     missing = tmp_path / "nope.png"
-    with pytest.raises(ImageError, match="no such file or directory") as info:
-        cio.list_images([tmp_path, missing])
-    assert "nope.png" in str(info.value)
-    assert info.value.path == str(missing)
+    assert cio.list_images([tmp_path, missing]) == [good, missing]
+    with pytest.raises(ImageError) as info:
+        cio.load_image(missing)
+    assert info.value.path == str(missing) and info.value.reason == "no such file or directory"
+    assert str(info.value) == f"{missing}: no such file or directory"  # the path once
 
 
 def test_image_extensions_are_lowercase_with_dot() -> None:
@@ -343,16 +345,33 @@ def test_error_bomb_header_is_rejected_before_decoding(tmp_path: Path) -> None:
     _expect_error(huge, "pixels")  # above the default limit
 
 
-def test_error_pil_bomb_error_and_warning_are_converted(tmp_path: Path) -> None:
-    path = tmp_path / "big.png"
+def test_error_above_pils_own_limit_states_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"  # 400 MP: PIL refuses it inside Image.open
     path.write_bytes(_raw_png(20000, 20000, 8, 2, b"\x00" * 16))
-    _expect_error(path, "decompression bomb", max_pixels=10**12)  # PIL's own hard limit
+    error = _expect_error(path)
+    assert error.reason == (
+        "image has 400,000,000 pixels, more than the limit of 100,000,000 (possible "
+        "decompression bomb); if you trust the file, raise the limit (--max-pixels, "
+        "max_pixels= in Python)"
+    )
+    error = _expect_error(path, max_pixels=10**12)
+    assert error.reason == (
+        "image has 400,000,000 pixels, more than PIL's own limit of 178,956,970, which "
+        "max_pixels cannot raise (possible decompression bomb)"
+    )
 
-    medium = tmp_path / "medium.png"  # between PIL's warning and error sizes
-    medium.write_bytes(_raw_png(10000, 10000, 8, 2, b"\x00" * 16))
+
+def test_pil_bomb_warning_never_reaches_the_caller(tmp_path: Path) -> None:
+    medium = tmp_path / "medium.png"  # 110 MP: between PIL's warning and error sizes
+    medium.write_bytes(_raw_png(11000, 10000, 8, 0, b"\x00" * 16))  # grey: 110 MB if decoded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _expect_error(medium, "110,000,000 pixels", "limit of 100,000,000")
+        _expect_error(medium, "truncated", max_pixels=110_000_000)  # decoding started
+    assert [w.category.__name__ for w in caught] == []
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        _expect_error(medium, "decompression bomb")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # a strict caller
+        _expect_error(medium, "truncated", max_pixels=110_000_000)
 
 
 def test_error_corrupt_data(tmp_path: Path) -> None:

@@ -13,13 +13,17 @@ here so ``cnnlens.io.save_png`` and the like keep working. Colour maps live in
 :mod:`cnnlens.colormaps`.
 
 Nothing here changes PIL's global settings (``Image.MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES``); the pixel limit is applied per call.
+``ImageFile.LOAD_TRUNCATED_IMAGES``); the pixel limit is applied per call, and PIL's
+``DecompressionBombWarning`` is silenced only around the ``Image.open`` that would raise it
+(the limit here replaces it).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +50,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SAMPLE_NAMES",
     "ArrayLike",
+    "NoImagesError",
     "PathLike",
     "data_uri",
     "list_images",
@@ -69,8 +74,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".webp",
 )
 
-#: Default pixel limit of :func:`load_image`: the size at which PIL itself refuses to open.
-DEFAULT_MAX_PIXELS = 178_956_970
+#: Default pixel limit of :func:`load_image` (width times height): 100 megapixels, more than
+#: almost any camera photo; PIL itself refuses only above 178,956,970 (see :func:`load_image`).
+DEFAULT_MAX_PIXELS = 100_000_000
 
 #: Photographs available from :func:`sample_images` (all ship inside scikit-image).
 SAMPLE_NAMES: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "rocket")
@@ -82,44 +88,60 @@ DEFAULT_SAMPLES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
 # --------------------------------------------------------------------------- listing files
 
 
+class NoImagesError(ImageError):
+    """The folders given hold no image file (and no file was named): nothing to process.
+
+    ``str(error)`` is the one-line message ``no images found in FOLDER (...)``; ``path`` names
+    the folder(s) and ``reason`` says what was looked for.
+    """
+
+    def __init__(self, folders: Sequence[Path]):
+        self.looked_for = "looked for " + ", ".join(IMAGE_EXTENSIONS)
+        super().__init__(", ".join(str(f) for f in folders), f"no images found ({self.looked_for})")
+
+    def __str__(self) -> str:
+        return f"no images found in {self.path} ({self.looked_for})"
+
+
 def list_images(paths: Sequence[PathLike] | PathLike, recursive: bool = True) -> list[Path]:
     """Expand files and folders into the list of image files to process.
 
-    Files named explicitly are kept whatever their extension, so that a bad file is reported
-    when it is loaded instead of being skipped silently. Folders are expanded to the files
-    whose extension is in :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by path; hidden
-    entries (names starting with ``"."``) inside folders are skipped. The order of the
-    arguments is kept and duplicates are dropped.
+    Files named explicitly are kept whatever their extension, and so are paths that do not
+    exist, so that a bad or missing file is reported once, when it is loaded (by
+    :func:`load_image`, with the other unreadable files), instead of being skipped silently
+    or stopping the whole list. Folders are expanded to the files whose extension is in
+    :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by path; hidden entries (names
+    starting with ``"."``) inside folders are skipped. The order of the arguments is kept and
+    duplicates are dropped.
 
     Args:
         paths: Files and/or folders (a single path is accepted too).
         recursive: Descend into sub-folders of the given folders.
 
     Returns:
-        The image paths.
+        The image paths (empty only when ``paths`` is).
 
     Raises:
-        ImageError: A path does not exist.
+        NoImagesError: Only folders were given and none holds an image file.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[Path] = []
     seen: set[Path] = set()
+    folders: list[Path] = []
     for raw in paths:
-        for item in _expand_path(Path(raw), recursive):
+        path = Path(raw)
+        items = [path]
+        if path.is_dir():
+            folders.append(path)
+            items = _images_in_folder(path, recursive)
+        for item in items:
             if item not in seen:
                 seen.add(item)
                 found.append(item)
+    if folders and not found:
+        raise NoImagesError(folders)
     return found
-
-
-def _expand_path(path: Path, recursive: bool) -> list[Path]:
-    """Return ``[path]`` for a file, the images inside a folder, or raise if missing."""
-    if path.is_dir():
-        return _images_in_folder(path, recursive)
-    if path.exists():
-        return [path]
-    raise ImageError(path, "no such file or directory")
 
 
 def _images_in_folder(folder: Path, recursive: bool) -> list[Path]:
@@ -164,27 +186,41 @@ def load_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     Args:
         path: The image file.
         max_pixels: Refuse images with more pixels than this (width times height), before
-            decoding them. PIL's own guard still rejects anything above twice
-            ``PIL.Image.MAX_IMAGE_PIXELS``, so a larger value cannot lift that limit.
+            decoding them (default 100 million). PIL's own guard still rejects anything above
+            twice ``PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels by default), so a larger
+            value cannot lift that limit.
 
     Returns:
         A new RGB image not tied to the file.
 
     Raises:
         ImageError: The file is missing, empty, not an image, truncated or corrupt, or too
-            large. The message names the file and the reason.
+            large (the message then states the limit). The message names the file once and
+            gives the reason; ``error.reason`` is the reason alone.
     """
     file_path = Path(path)
     _check_regular_file(file_path)
     try:
-        with Image.open(file_path) as img:
+        with _open_quietly(file_path) as img:
             _check_pixel_count(file_path, img.size, max_pixels)
             img.load()
             return to_rgb(_upright(img))
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(file_path, _over_pil_limit(exc, max_pixels)) from exc
     except Exception as exc:  # PIL raises many unrelated types for broken files
         raise ImageError(file_path, _describe_failure(exc)) from exc
+
+
+def _open_quietly(path: Path) -> Image.Image:
+    """``Image.open`` without PIL's ``DecompressionBombWarning``: the caller checks the size.
+
+    The filter is set only for this call (``catch_warnings`` restores the previous ones).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def _check_regular_file(path: Path) -> None:
@@ -203,22 +239,38 @@ def _check_regular_file(path: Path) -> None:
         raise ImageError(path, "file is empty (0 bytes)")
 
 
+_RAISE_LIMIT = "if you trust the file, raise the limit (--max-pixels, max_pixels= in Python)"
+
+
 def _check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     """Raise :class:`ImageError` when an image of ``size`` exceeds ``max_pixels``."""
     width, height = size
     if width * height > max_pixels:
         raise ImageError(
             path,
-            f"image is {width}x{height} = {width * height} pixels, more than the limit of "
-            f"{max_pixels} (possible decompression bomb); pass a larger max_pixels if the "
-            "file is trusted",
+            f"image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,} (possible decompression bomb); {_RAISE_LIMIT}",
         )
+
+
+def _over_pil_limit(exc: Exception, max_pixels: int) -> str:
+    """The reason for an image PIL refused to open (above twice its ``MAX_IMAGE_PIXELS``)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    hard = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+    if hard is None or max_pixels < hard:
+        return (
+            f"image has {count}, more than the limit of {max_pixels:,} "
+            f"(possible decompression bomb); {_RAISE_LIMIT}"
+        )
+    return (
+        f"image has {count}, more than PIL's own limit of {hard:,}, which max_pixels "
+        "cannot raise (possible decompression bomb)"
+    )
 
 
 def _describe_failure(exc: BaseException) -> str:
     """Turn an exception raised by PIL while reading a file into a human reason."""
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"image has too many pixels (possible decompression bomb): {exc}"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image file, or an image format PIL cannot read"
     if isinstance(exc, PermissionError):

@@ -17,7 +17,7 @@ import torch
 from .core import progress
 from .core.errors import CnnlensError, ImageError, MethodError
 from .core.explanation import Explanation
-from .io import list_images, load_image, sample_images
+from .io import DEFAULT_MAX_PIXELS, list_images, load_image, sample_images
 from .methods import attribute, get_method, method_names
 from .models.base import LoadedModel, Prediction
 from .report import build_report
@@ -75,19 +75,21 @@ def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
     return list(methods)
 
 
-def gather_images(inputs: Sequence[str | Path]) -> tuple[list[str], list, list[dict]]:
-    """Load the images behind files/folders; bundled samples when ``inputs`` is empty."""
+def gather_images(
+    inputs: Sequence[str | Path], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[str], list, list[dict]]:
+    """Load the images behind files/folders; bundled samples when ``inputs`` is empty.
+
+    Raises:
+        NoImagesError: only folders were given and none holds an image.
+    """
     if not inputs:
         samples = sample_images()
         return list(samples), list(samples.values()), []
     names, images, errors = [], [], []
-    try:
-        paths = list_images(inputs)
-    except ImageError as e:
-        return [], [], [{"image": e.path, "method": None, "error": str(e)}]
-    for path in paths:
+    for path in list_images(inputs):
         try:
-            images.append(load_image(path))
+            images.append(load_image(path, max_pixels))
             names.append(str(path))
         except ImageError as e:
             errors.append({"image": str(path), "method": None, "error": e.reason})
@@ -103,6 +105,7 @@ def explain_files(
     out_dir: str | Path | None = "cnnlens-report",
     method_params: dict[str, dict] | None = None,
     title: str = "cnnlens report",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ExplainRun:
     """Explain every readable image in ``inputs`` with every method, then write a report.
 
@@ -114,14 +117,18 @@ def explain_files(
         out_dir: report folder; None skips writing.
         method_params: extra parameters per method name, e.g. ``{"occlusion": {"stride": 16}}``.
         title: report title.
+        max_pixels: images with more pixels are refused unread (decompression bombs).
 
     Returns:
         An :class:`ExplainRun` with per-method explanations over all readable images.
         Maps of an image on which a method failed are NaN, and the error is recorded.
         On Ctrl-C (KeyboardInterrupt) the methods that finished are still reported and
         the others are listed in ``interrupted``.
+
+    Raises:
+        NoImagesError: only folders were given and none holds an image.
     """
-    names, images, errors = gather_images(inputs)
+    names, images, errors = gather_images(inputs, max_pixels)
     chosen = resolve_methods(methods)
     # keyed by registered name, so parameters given under an alias reach the method
     # however it was chosen ("perturbation" or "meaningful_perturbation" or "all")

@@ -193,8 +193,14 @@ def test_resume_after_interruption_equals_one_run(folder, tmp_path):
 
 def test_index_refuses_other_model_or_layers(folder, tmp_path):
     A.build_index(_tiny(), folder, tmp_path / "idx", ["2"])
-    with pytest.raises(A.IndexFolderError, match="other images, layers or model"):
+    with pytest.raises(A.IndexFolderError) as info:
         A.build_index(_tiny(), folder, tmp_path / "idx", ["0"])
+    assert str(info.value) == (
+        f"{tmp_path / 'idx'} holds an index of tiny at layers 2, not of tiny at 0; resume or "
+        "--append with the same model and layers, or choose a new --out folder"
+    )
+    with pytest.raises(A.IndexFolderError, match="other images, layers or model; add new"):
+        A.build_index(_tiny(), folder / "sub", tmp_path / "idx", ["2"])
     with pytest.raises(A.IndexFolderError, match="not a cnnlens index"):
         A.open_index(tmp_path)
     with pytest.raises(A.IndexFolderError, match="indexed layers: 2"):
@@ -336,7 +342,9 @@ def test_tsne_umap_shape_and_seed(method):
 def test_grid_assignment_hand_worked():
     pts = np.array([[0.0, 0.0], [1.0, 1.0], [0.05, 0.95], [0.5, 0.5]])
     grid = A.grid_assignment(pts, 2)
-    # rows top to bottom (y high first); centre point is nearest no centre before the corners
+    # rows top to bottom (y high first); pairs nearest first: point 2 takes the top-left cell
+    # (0.283 away); the 0.354 ties go by point number: 0 bottom-left, 1 top-right, and 3 the
+    # one cell of its four left free
     assert grid.tolist() == [[2, 1], [0, 3]]
     far = A.grid_assignment(np.array([[0.0, 0.0], [1.0, 1.0], [0, 1.0]]), 4)
     assert (far == -1).sum() == 13

@@ -227,3 +227,24 @@ def test_a_labels_file_of_the_wrong_length_warns_once(photo, tmp_path):
     warned = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1
     assert "has 3 names but the model has 1000 outputs" in warned[0]
+
+
+def test_empty_folder_and_missing_file_each_said_once(photo, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["explain", str(empty), "--out", str(tmp_path / "r")])
+    assert one_line_error(result).startswith(f"error: no images found in {empty}")
+    missing = tmp_path / "gone.png"
+    args = [str(missing), str(photo), "--methods", "gradient", "--out", str(tmp_path / "s")]
+    result = runner.invoke(app, ["explain", *args])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(str(missing)) == 1  # said once, not "X: X: ..."
+    assert f"{missing}: no such file or directory" in result.output
+
+
+def test_explain_refuses_an_image_above_the_pixel_limit(photo, tmp_path):
+    result = runner.invoke(
+        app, ["explain", str(photo), "--max-pixels", "1000", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1  # nothing could be explained
+    assert "image is 56x40 = 2,240 pixels, more than the limit of 1,000" in result.output

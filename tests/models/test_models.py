@@ -643,3 +643,12 @@ def test_loaded_model_repr_is_one_short_line():
     m.class_names = [f"class {i}" for i in range(1000)]
     want = "LoadedModel(name='Sequential', net=Sequential, classes=1000, input=224px, device=cpu)"
     assert repr(m) == want
+
+
+def test_untrained_googlenet_prints_no_future_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        model = cl.load_model("googlenet", weights="none")
+    assert len(model.class_names) == 1000

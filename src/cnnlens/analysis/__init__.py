@@ -1,8 +1,8 @@
 """Representations over a dataset: feature index, top patches, neighbours, 2-D maps.
 
 ```python
-idx = cl.analysis.build_index(model, "photos/", "photos.index", ["blocks.5", "conv_head"])
-cl.analysis.top_patches(idx, "blocks.5", unit=7, k=9)        # list[Patch], strongest first
+idx = cl.analysis.build_index(model, "photos/", "photos.index", ["blocks.3", "conv_head"])
+cl.analysis.top_patches(idx, "blocks.3", unit=7, k=9)        # list[Patch], strongest first
 feat_nb, pix_nb = cl.analysis.nearest(idx, 0, "conv_head", k=8)
 entries, xy = cl.analysis.embed_index(idx, "conv_head", "tsne", seed=0)
 ```
@@ -12,7 +12,15 @@ from .embed import METHODS, embed, embed_index, grid_assignment, thumbnail_grid
 from .index import build_index, read_label_csv
 from .map_page import write_map_page
 from .neighbours import Neighbours, nearest, search, write_neighbours_page
-from .patches import Patch, input_box_to_image, top_patches, unit_strip, write_patch_pages
+from .patches import (
+    Patch,
+    input_box_to_image,
+    patch_layer,
+    top_patches,
+    unit_strip,
+    whole_image_warning,
+    write_patch_pages,
+)
 from .receptive import (
     Field1D,
     ReceptiveField,
@@ -41,12 +49,14 @@ __all__ = [
     "input_box_to_image",
     "nearest",
     "open_index",
+    "patch_layer",
     "read_label_csv",
     "receptive_field",
     "search",
     "thumbnail_grid",
     "top_patches",
     "unit_strip",
+    "whole_image_warning",
     "write_map_page",
     "write_neighbours_page",
     "write_patch_pages",

@@ -20,19 +20,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..io import DEFAULT_MAX_PIXELS
+
 __all__ = ["run_on_ray"]
 
 
 class _Worker:
     """A Ray Data actor: one model, many batches."""
 
-    def __init__(self, model_ref, layers: Sequence[str], thumb: int):
+    def __init__(self, model_ref, layers: Sequence[str], thumb: int, max_pixels: int):
         import ray
 
         from ..models.base import LoadedModel
 
         loaded = model_ref if isinstance(model_ref, LoadedModel) else ray.get(model_ref)
         self.loaded, self.layers, self.thumb = loaded, list(layers), thumb
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -42,7 +45,7 @@ class _Worker:
         from .writer import compute_batch
 
         paths = [str(p) for p in batch["path"]]
-        ds = ImageFiles(paths, self.loaded.preprocess_spec, self.thumb, 0)
+        ds = ImageFiles(paths, self.loaded.preprocess_spec, self.thumb, 0, self.max_pixels)
         items = [ds[i] for i in range(len(paths))]
         x = torch.stack([it[0] for it in items]).to(self.loaded.device)
         net = self.loaded.net
@@ -63,6 +66,7 @@ def run_on_ray(
     batch_size: int = 32,
     workers: int = 2,
     checkpoint_every: int = 1024,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Fill ``writer`` (an :class:`~cnnlens.analysis.writer.IndexWriter`) using Ray.
 
@@ -72,6 +76,7 @@ def run_on_ray(
         paths: every image path of the index.
         address: ``ray.init`` address (``"local"``, ``"auto"``, ``"ray://host:10001"``).
         workers: model actors (one model copy each).
+        max_pixels: images with more pixels are recorded as unreadable.
     """
     try:
         import ray
@@ -95,7 +100,8 @@ def run_on_ray(
                 ds = ray.data.from_items(rows).map_batches(
                     _Worker,
                     fn_constructor_kwargs={"model_ref": model_ref, "layers": writer.layers,
-                                           "thumb": writer.thumb_size},
+                                           "thumb": writer.thumb_size,
+                                           "max_pixels": max_pixels},
                     batch_size=batch_size,
                     batch_format="numpy",
                     concurrency=workers,

@@ -9,9 +9,10 @@
 
 t-SNE and UMAP first reduce the features to ``pca_dims`` dimensions with PCA (the usual
 practice: it removes noise and speeds up the neighbour search). The thumbnail grid
-(Karpathy's "t-SNE grid") divides the square around the layout into ``G x G`` cells and puts
-in each cell the image whose point lies nearest its centre, leaving cells with no point
-within one cell width empty.
+(Karpathy's "t-SNE grid") divides the square around the layout into ``G x G`` cells and
+shows each image at most once: the (cell, point) pairs less than one cell width apart are
+taken nearest first, each cell and each point used once. Cells with no point left within one
+cell width stay empty; with fewer points than cells, most cells do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ..core.optional import require
 from .store import FeatureIndex
 
 __all__ = ["METHODS", "embed", "embed_index", "grid_assignment", "thumbnail_grid"]
@@ -55,7 +57,7 @@ def embed(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    from sklearn.decomposition import PCA
+    PCA = require("sklearn.decomposition", "2-D maps (cnnlens embed)").PCA
 
     x = np.asarray(features, dtype=np.float32)
     n = x.shape[0]
@@ -66,7 +68,7 @@ def embed(
     if method == "pca":
         return _pad2(reduced)
     if method == "tsne":
-        from openTSNE import TSNE
+        TSNE = require("openTSNE", "t-SNE maps (cnnlens embed --method tsne)").TSNE
 
         perp = float(min(perplexity, max(1.0, (n - 1) / 3.0)))
         init = reduced[:, :2] / max(float(np.std(reduced[:, 0])), 1e-12) * 1e-4
@@ -79,7 +81,7 @@ def embed(
             verbose=False,
         )
         return np.asarray(tsne.fit(reduced), dtype=np.float32)
-    import umap
+    umap = require("umap", "UMAP maps (cnnlens embed --method umap)")
 
     reducer = umap.UMAP(
         n_neighbors=min(n_neighbors, n - 1), random_state=seed, n_jobs=n_jobs, init="random"
@@ -119,10 +121,15 @@ def embed_index(
     return entries, coords
 
 
-def grid_assignment(coords: np.ndarray, size: int) -> np.ndarray:
-    """``(size, size)`` array of point numbers nearest each cell centre, ``-1`` for empty.
+def grid_assignment(coords: np.ndarray, size: int, candidates: int = 9) -> np.ndarray:
+    """``(size, size)`` array of point numbers, each point in at most one cell; ``-1``: empty.
 
-    Cells whose nearest point is farther than one cell width stay empty.
+    The layout is scaled into the unit square (aspect ratio kept), rows going top to bottom
+    (y descending). Each cell considers its ``candidates`` nearest points within one cell
+    width; over all cells these pairs are taken nearest first (ties: lower point number,
+    then lower cell number), skipping a pair whose cell or point is already used. When there
+    are no more points than cells, a point left out (its near cells went to nearer points)
+    then takes the nearest free cell, the same way, so every point is shown once.
     """
     from scipy.spatial import cKDTree
 
@@ -130,11 +137,32 @@ def grid_assignment(coords: np.ndarray, size: int) -> np.ndarray:
     lo, hi = c.min(0), c.max(0)
     span = float(max((hi - lo).max(), 1e-12))
     unit = (c - lo) / span  # keep the aspect ratio
-    centres = (np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1) + 0.5) / size
-    d, nearest = cKDTree(unit).query(centres.reshape(-1, 2))  # (x, y) per cell
-    nearest[d > 1.0 / size] = -1
-    # rows go top to bottom = y descending
-    return nearest.reshape(size, size)[::-1].copy()
+    # cell number = row * size + col, row 0 at the bottom; centres as (x, y)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(-1, 2)
+    centres = (grid + 0.5) / size
+    k = min(candidates, len(unit))
+    d, near = cKDTree(unit).query(centres, k=k, distance_upper_bound=1.0 / size)
+    flat = np.full(size * size, -1, np.int64)
+    used = np.zeros(len(unit), bool)
+    cells = np.repeat(np.arange(size * size), k)
+    _take_nearest(flat, used, cells, near.ravel(), d.ravel())
+    if len(unit) <= size * size and not used.all():
+        left, free = np.flatnonzero(~used), np.flatnonzero(flat < 0)
+        dist = np.linalg.norm(unit[left][:, None] - centres[free][None], axis=2)
+        _take_nearest(
+            flat, used, np.tile(free, len(left)), np.repeat(left, len(free)), dist.ravel()
+        )
+    return flat.reshape(size, size)[::-1].copy()  # rows top to bottom = y descending
+
+
+def _take_nearest(flat, used, cells, points, dist) -> None:
+    """Fill ``flat`` (cell -> point) from candidate pairs, nearest first, each cell and point
+    once; pairs with infinite distance (no neighbour found) are skipped."""
+    keep = np.isfinite(dist)
+    cells, points, dist = cells[keep], points[keep], dist[keep]
+    for j in np.lexsort((cells, points, dist)).tolist():
+        if flat[cells[j]] < 0 and not used[points[j]]:
+            flat[cells[j]], used[points[j]] = points[j], True
 
 
 def thumbnail_grid(
@@ -144,7 +172,7 @@ def thumbnail_grid(
     cell: int = 32,
     entries: np.ndarray | None = None,
 ) -> tuple[Image.Image, np.ndarray]:
-    """Paste each cell's nearest thumbnail into one picture.
+    """Paste the thumbnails :func:`grid_assignment` places (each image once) into one picture.
 
     Args:
         coords: ``(M, 2)`` layout.

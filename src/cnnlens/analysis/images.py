@@ -13,15 +13,26 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..core.errors import ImageError
-from ..io import load_image
+from ..io import DEFAULT_MAX_PIXELS, load_image
 from ..models.base import Preprocess
 
 
 class ImageFiles(Dataset):
-    """Loads and preprocesses one image; unreadable files give zeros and the reason."""
+    """Loads and preprocesses one image; unreadable files give zeros and the reason.
 
-    def __init__(self, paths: Sequence[str], spec: Preprocess, thumb: int, offset: int):
+    Images above ``max_pixels`` pixels count as unreadable (see :func:`cnnlens.io.load_image`).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        spec: Preprocess,
+        thumb: int,
+        offset: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.paths, self.spec, self.thumb, self.offset = paths, spec, thumb, offset
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -29,7 +40,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         size = self.spec.crop
         try:
-            img = self.spec.geometry(load_image(self.paths[i]))
+            img = self.spec.geometry(load_image(self.paths[i], self.max_pixels))
             x = self.spec.to_tensor(img)
             th = np.asarray(img.resize((self.thumb, self.thumb), Image.BILINEAR), np.uint8)
             err = ""

@@ -8,8 +8,9 @@ memory-mapped ``.npy`` files. Memory use is one batch, whatever the folder's siz
 
 Every ``checkpoint_every`` images (and when the run stops, by an error or Ctrl-C) the
 arrays are flushed and ``state.json`` is replaced atomically; a new call on the same folder
-continues after the last checkpoint. Unreadable files are recorded with their reason and
-skipped.
+continues after the last checkpoint. Unreadable files (and images above ``max_pixels``) are
+recorded with their reason and skipped. ``append=True`` adds the images an index does not
+hold yet, with the same model and layers (see :mod:`.append`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from torch.utils.data import DataLoader
 
 from ..core import progress
 from ..core.atomic import write_json_atomic
+from ..core.errors import ImageError
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
-from ..io import list_images
+from ..io import DEFAULT_MAX_PIXELS, list_images
 from ..models.base import LoadedModel
+from .append import check_same_model, extend_index, new_images, weights_digest
 from .images import ImageFiles
 from .store import FORMAT_VERSION, TOP_K, FeatureIndex, IndexFolderError, layer_dir, open_index
 from .writer import IndexWriter, compute_batch
@@ -124,6 +127,8 @@ def build_index(
     thumb_size: int = 32,
     recursive: bool = True,
     ray_address: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    append: bool = False,
 ) -> FeatureIndex:
     """Index every image of ``dataset`` into the folder ``out``, resuming an earlier run.
 
@@ -133,21 +138,37 @@ def build_index(
         out: the index folder; an unfinished index of the same images, layers and model
             there is continued after its last checkpoint.
         layers: dotted layer names (default: the layer before the classifier's global pool,
-            as :func:`cnnlens.core.layers.default_layer` picks it).
+            as :func:`cnnlens.core.layers.default_layer` picks it; when ``out`` holds an
+            index, its layers).
         label_csv: optional CSV with ``path,label`` columns (paths relative to ``dataset``).
         batch_size, num_workers: DataLoader settings (workers decode images in parallel).
-        dtype: ``"float16"`` or ``"float32"`` for the feature arrays.
+        dtype: ``"float16"`` or ``"float32"`` for the feature arrays (a new index only).
         checkpoint_every: images between checkpoints (rounded up to whole batches).
         thumb_size: side of the stored thumbnails (pixel-space neighbours, embedding grids).
         ray_address: run on Ray instead (``"local"``, ``"auto"``, ``"ray://head:10001"``;
             see :mod:`cnnlens.analysis.distributed`); ``num_workers`` model actors are used.
+        max_pixels: images with more pixels are recorded as unreadable (see
+            :func:`cnnlens.io.load_image`); the index keeps the largest limit it was run with,
+            which :func:`top_patches` and :func:`nearest` use when they reload images.
+        append: add the images of ``dataset`` that ``out`` does not hold yet (same model,
+            weights and layers, else :class:`IndexFolderError`), after the ones it has.
 
     Returns:
         The :class:`FeatureIndex` (unreadable images have status 2 and are in ``failures``).
+
+    Raises:
+        IndexFolderError: ``out`` holds an index of other images (without ``append``), or of
+            another model or other layers.
+        ImageError: a path does not exist, or the folders hold no image
+            (:class:`cnnlens.io.NoImagesError`).
     """
     loaded = LoadedModel.wrap(model)
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    root = Path(out)
+    old_meta = _read_json(root / "meta.json")
+    if old_meta is not None and layers is None:
+        layers = list(old_meta["layers"])
     if layers is None:
         from ..core.layers import default_layer
 
@@ -155,59 +176,94 @@ def build_index(
     layers = [resolve_layer(loaded.net, name)[0] for name in layers]
     files = list_images(dataset, recursive=recursive)
     if not files:
-        raise IndexFolderError(f"no images found in {dataset}")
-    paths = [str(p) for p in files]
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(paths, layers, loaded.name)
-    if (root / "meta.json").is_file():
-        old = json.loads((root / "meta.json").read_text("utf-8"))
-        if old.get("fingerprint") != fingerprint:
-            raise IndexFolderError(
-                f"{root} holds an index of other images, layers or model; "
-                "choose a new --out folder or delete it"
-            )
-    else:
-        labels = None
-        if label_csv is not None:
-            base = Path(dataset) if isinstance(dataset, (str, os.PathLike)) else Path(".")
-            labels = read_label_csv(label_csv, base, files)
-        shapes = _layer_shapes(loaded, layers)
-        _create(root, len(paths), shapes, dtype, thumb_size)
-        write_json_atomic(root / "images.json", {"paths": paths, "labels": labels})
-        write_json_atomic(root / "state.json", {"done": 0, "failures": []})
-        spec = loaded.preprocess_spec
-        meta = {
-            "version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "model": loaded.name,
-            "layers": shapes,
-            "dtype": dtype,
-            "thumb_size": thumb_size,
-            "input_size": [spec.crop, spec.crop],
-            "preprocess": {"crop": spec.crop, "resize": spec.resize},
-            "class_names": list(loaded.class_names),
-            "receptive_fields": _fields(loaded, shapes),
+        raise IndexFolderError("no images given: name a folder or image files")
+    missing = next((f for f in files if not f.exists()), None)
+    if missing is not None:
+        raise ImageError(missing, "no such file or directory")
+    digest = weights_digest(loaded.net)
+
+    def fingerprint(paths: Sequence[str]) -> str:
+        return _fingerprint(paths, layers, loaded.name)
+
+    def labels_of(chosen: Sequence[Path]) -> list[str] | None:
+        if label_csv is None:
+            return None
+        base = Path(dataset) if isinstance(dataset, (str, os.PathLike)) else Path(".")
+        return read_label_csv(label_csv, base, chosen)
+
+    if old_meta is None:
+        root.mkdir(parents=True, exist_ok=True)
+        ids = {
+            "fingerprint": fingerprint([str(f) for f in files]),
+            "weights": digest,
+            "max_pixels": max_pixels,
         }
-        write_json_atomic(root / "meta.json", meta)
+        _new_index(loaded, root, files, layers, labels_of(files), dtype, thumb_size, ids)
+    else:
+        check_same_model(root, old_meta, loaded.name, layers, digest)
+        old_paths = json.loads((root / "images.json").read_text("utf-8"))["paths"]
+        if append:
+            added = new_images(old_paths, files)
+            if added:
+                extend_index(root, [str(f) for f in added], labels_of(added), fingerprint)
+        elif old_meta.get("fingerprint") != fingerprint([str(f) for f in files]):
+            raise IndexFolderError(
+                f"{root} holds an index of other images, layers or model; add new images "
+                "with --append (append=True), or choose a new --out folder or delete it"
+            )
+        if max_pixels > int(old_meta.get("max_pixels", DEFAULT_MAX_PIXELS)):
+            _update_meta(root, max_pixels=max_pixels)
+    paths = json.loads((root / "images.json").read_text("utf-8"))["paths"]
     if ray_address is None:
-        _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every)
+        _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every, max_pixels)
     else:
         from .distributed import run_on_ray
 
         run_on_ray(loaded, IndexWriter(root, paths, layers), paths, ray_address,
                    batch_size=batch_size, workers=max(1, num_workers),
-                   checkpoint_every=checkpoint_every)  # fmt: skip
+                   checkpoint_every=checkpoint_every, max_pixels=max_pixels)  # fmt: skip
     return open_index(root)
 
 
-def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every) -> None:
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text("utf-8")) if path.is_file() else None
+
+
+def _update_meta(root: Path, **changes) -> None:
+    meta = json.loads((root / "meta.json").read_text("utf-8"))
+    write_json_atomic(root / "meta.json", {**meta, **changes})
+
+
+def _new_index(loaded, root, files, layers, labels, dtype, thumb_size, ids: dict) -> None:
+    """Create the arrays and JSON files of an empty index of ``files`` (``meta.json`` last,
+    with ``ids``: the fingerprint, the weights digest and the pixel limit)."""
+    shapes = _layer_shapes(loaded, layers)
+    _create(root, len(files), shapes, dtype, thumb_size)
+    write_json_atomic(root / "images.json", {"paths": [str(f) for f in files], "labels": labels})
+    write_json_atomic(root / "state.json", {"done": 0, "failures": []})
+    spec = loaded.preprocess_spec
+    meta = {
+        "version": FORMAT_VERSION,
+        **ids,
+        "model": loaded.name,
+        "layers": shapes,
+        "dtype": dtype,
+        "thumb_size": thumb_size,
+        "input_size": [spec.crop, spec.crop],
+        "preprocess": {"crop": spec.crop, "resize": spec.resize},
+        "class_names": list(loaded.class_names),
+        "receptive_fields": _fields(loaded, shapes),
+    }
+    write_json_atomic(root / "meta.json", meta)
+
+
+def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every, max_pixels):
     writer = IndexWriter(root, paths, layers)
     done = since = writer.done
     if done >= len(paths):
         return
     loader = DataLoader(
-        ImageFiles(paths[done:], loaded.preprocess_spec, writer.thumb_size, done),
+        ImageFiles(paths[done:], loaded.preprocess_spec, writer.thumb_size, done, max_pixels),
         batch_size=batch_size,
         num_workers=num_workers,
     )

@@ -136,7 +136,7 @@ def nearest(
     else:
         if model is None:
             raise ValueError("a query image needs the model that built the index (model=...)")
-        img = query if isinstance(query, Image.Image) else load_image(query)
+        img = query if isinstance(query, Image.Image) else load_image(query, index.max_pixels)
         feat, pix = query_features(model, index, layer, img)
         exclude = None
     by_feat = search(
@@ -159,7 +159,7 @@ def write_neighbours_page(
     from ..featurevis.page import Section, write_page
 
     def pic(path: str) -> Image.Image:
-        img = load_image(path)
+        img = load_image(path, index.max_pixels)
         img.thumbnail((size, size))
         return img
 

@@ -2,7 +2,8 @@
 
 An index is a folder::
 
-    meta.json            model, layers (shape per layer), dtype, input size, preprocessing
+    meta.json            model, layers (shape per layer), dtype, input size, preprocessing,
+                         receptive field per layer, the pixel limit images were loaded with
     images.json          image paths (as given) and labels (or null), in index order
     state.json           how many images are done, the failures (path, reason)
     status.npy           (N,) uint8: 0 pending, 1 indexed, 2 unreadable
@@ -13,7 +14,9 @@ An index is a folder::
     layers/<layer>/argmax.npy     (N, C) int32 flat position (row * W + col) of the maximum
 
 Every array is a ``.npy`` file opened with ``np.load(mmap_mode=...)``, so nothing is read
-into memory until it is used, and indexes far larger than memory work.
+into memory until it is used, and indexes far larger than memory work. Arrays may hold more
+rows than ``images.json`` has paths (an append stopped before it recorded its new paths);
+the rows past the paths are ignored.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import CnnlensError
+from ..io import DEFAULT_MAX_PIXELS
 
 __all__ = ["FeatureIndex", "IndexFolderError", "open_index"]
 
@@ -85,12 +89,25 @@ class FeatureIndex:
             )
         return layer
 
+    @property
+    def max_pixels(self) -> int:
+        """The pixel limit the images were loaded with (reloading them uses it too)."""
+        return int(self.meta.get("max_pixels", DEFAULT_MAX_PIXELS))
+
+    def field_size(self, layer: str) -> tuple[int, int] | None:
+        """``(height, width)`` in input pixels of one position's receptive field in ``layer``,
+        or ``None`` when the index does not know it (the field is then the whole image)."""
+        rf = (self.meta.get("receptive_fields") or {}).get(self.check_layer(layer))
+        if rf is None:
+            return None
+        return rf["y"][2] - rf["y"][1] + 1, rf["x"][2] - rf["x"][1] + 1
+
     def layer_shape(self, layer: str) -> tuple[int, int, int]:
         c, h, w = self.meta["layers"][self.check_layer(layer)]
         return int(c), int(h), int(w)
 
     def _array(self, *parts: str) -> np.ndarray:
-        return np.load(self.root.joinpath(*parts), mmap_mode="r")
+        return np.load(self.root.joinpath(*parts), mmap_mode="r")[: len(self.paths)]
 
     def features(self, layer: str | None = None) -> np.ndarray:
         """``(N, C)`` pooled features of ``layer`` (memory-mapped)."""
@@ -136,6 +153,6 @@ def open_index(path: str | Path) -> FeatureIndex:
         meta=meta,
         paths=images["paths"],
         labels=images.get("labels"),
-        status=np.load(root / "status.npy", mmap_mode="r"),
+        status=np.load(root / "status.npy", mmap_mode="r")[: len(images["paths"])],
         failures=state.get("failures", []),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import Opt, RichReporter, app, fail, load, parse_indices, progress_bar, say
+from .common import Opt, RichReporter, app, fail, load, note, parse_indices, progress_bar, say
 
 
 def _open(index: Path):
@@ -24,7 +24,9 @@ def index(
     dataset: Path = typer.Argument(..., help="Image folder (searched recursively) or file."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Index folder (resumed if unfinished)."),
     layers: str = typer.Option(
-        None, "--layers", help="Comma-separated layers (default: last conv)."
+        None,
+        "--layers",
+        help="Comma-separated layers (default: last conv, or the layers of the index in --out).",
     ),
     label_csv: Path = typer.Option(None, help="CSV with 'path,label' columns."),
     batch_size: int = typer.Option(32, help="Images per forward pass."),
@@ -34,6 +36,13 @@ def index(
     ray: str = typer.Option(
         None, "--ray", help="Run on Ray: 'local', 'auto' or ray://head:10001 (--workers actors)."
     ),
+    append: bool = typer.Option(
+        False,
+        "--append",
+        metavar="",
+        help="Add the images the index does not hold yet (same model and layers).",
+    ),
+    max_pixels: int = Opt.max_pixels,
     model: str = Opt.model,
     weights: str = Opt.weights,
     trust_checkpoint: bool = Opt.trust,
@@ -45,6 +54,7 @@ def index(
     from ..core import progress
     from ..core.errors import CnnlensError
 
+    before = _indexed(out_dir) if append else (0, 0, 0)
     loaded = load(model, weights, trust_checkpoint, labels, device)
     names = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
     start = time.perf_counter()
@@ -53,33 +63,61 @@ def index(
             idx = build_index(
                 loaded, dataset, out_dir, names, label_csv=label_csv, batch_size=batch_size,
                 num_workers=workers, dtype=dtype, checkpoint_every=checkpoint_every,
-                ray_address=ray,
+                ray_address=ray, max_pixels=max_pixels, append=append,
             )  # fmt: skip
     except (CnnlensError, ValueError) as e:
         fail(str(e))
     seconds = time.perf_counter() - start
     n_ok = len(idx.ok)
-    say(f"indexed {n_ok} of {len(idx)} images into {idx.root} ({n_ok / seconds:.1f} images/s)")
-    for f in idx.failures:
+    if append:
+        n_new = len(idx) - before[0]
+        say(f"added {n_new} new image{'' if n_new == 1 else 's'} ({before[0]} were in the index)")
+    speed = (n_ok - before[1]) / seconds
+    say(f"indexed {n_ok} of {len(idx)} images into {idx.root} ({speed:.1f} images/s)")
+    for f in idx.failures[before[2] :]:
         say(f"skipped {f['path']}: {f['reason']}")
+
+
+def _indexed(root: Path) -> tuple[int, int, int]:
+    """Entries, indexed entries and failures of the index at ``root`` (zeros if none)."""
+    from ..analysis import IndexFolderError, open_index
+
+    try:
+        idx = open_index(root)
+    except IndexFolderError:
+        return 0, 0, 0
+    return len(idx), len(idx.ok), len(idx.failures)
 
 
 @app.command()
 def patches(
     index_dir: Path = typer.Argument(..., help="Index folder."),
-    layer: str = typer.Option(None, "--layer", "-l", help="Indexed layer (default: first)."),
+    layer: str = typer.Option(
+        None,
+        "--layer",
+        "-l",
+        help="Indexed layer (default: the deepest whose receptive field is smaller than the "
+        "input).",
+    ),
     units: str = typer.Option("0-15", help="Units like 0-15,32."),
     k: int = typer.Option(9, "-k", "--top", help="Patches per unit."),
     out_dir: Path = typer.Option(Path("cnnlens-analysis"), "--out", "-o", help="Output folder."),
 ) -> None:
     """Top-k activating patches per unit with their receptive fields; PNG strips + HTML."""
-    from ..analysis import write_patch_pages
+    from ..analysis import patch_layer, whole_image_warning, write_patch_pages
     from ..core.errors import CnnlensError
 
     idx = _open(index_dir)
     try:
-        page = write_patch_pages(idx, idx.check_layer(layer), parse_indices(units, "--units"),
-                                 out_dir, k=k)  # fmt: skip
+        name = patch_layer(idx) if layer is None else idx.check_layer(layer)
+        chosen = parse_indices(units, "--units")
+    except (CnnlensError, ValueError) as e:
+        fail(str(e))
+    warning = whole_image_warning(idx, name)
+    if warning:
+        note("warning:", warning)
+    try:
+        page = write_patch_pages(idx, name, chosen, out_dir, k=k)
     except (CnnlensError, ValueError) as e:
         fail(str(e))
     say(f"saved {page}")

@@ -82,6 +82,14 @@ class Opt:
     )
     labels = typer.Option(None, metavar="FILE", help="Class names file (one per line or JSON).")
     device = typer.Option(None, metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default cpu).")
+    # 100 million, as cnnlens.io.DEFAULT_MAX_PIXELS (not imported: the CLI starts without PIL)
+    max_pixels = typer.Option(
+        100_000_000,
+        "--max-pixels",
+        min=1,
+        metavar="N",
+        help="Refuse images with more pixels than this, unread (decompression bombs).",
+    )
 
 
 def say(text: str) -> None:

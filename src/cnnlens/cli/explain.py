@@ -55,10 +55,12 @@ def explain(
     out_dir: Path = typer.Option(Path("cnnlens-report"), "--out", "-o", help="Report folder."),
     device: str = Opt.device,
     title: str = typer.Option("cnnlens report", help="Report title."),
+    max_pixels: int = Opt.max_pixels,
 ) -> None:
     """Explain images and write report.html, results.json and maps.npz."""
     from ..core.errors import CnnlensError
     from ..core.progress import reporting
+    from ..io import NoImagesError
     from ..methods import get_method
     from ..pipeline import explain_files, resolve_methods
 
@@ -87,16 +89,20 @@ def explain(
             check_layer(loaded, values["layer"])
     start = time.perf_counter()
     bar = progress_bar()
-    with bar, reporting(RichReporter(bar)):
-        run = explain_files(
-            loaded,
-            [str(p) for p in inputs or []],
-            methods=chosen,
-            target=spec_target,
-            out_dir=out_dir,
-            method_params=params,
-            title=title,
-        )
+    try:
+        with bar, reporting(RichReporter(bar)):
+            run = explain_files(
+                loaded,
+                [str(p) for p in inputs or []],
+                methods=chosen,
+                target=spec_target,
+                out_dir=out_dir,
+                method_params=params,
+                title=title,
+                max_pixels=max_pixels,
+            )
+    except NoImagesError as e:
+        fail(str(e))
     _summary(run, time.perf_counter() - start)
     if run.interrupted:
         kept = f"the report holds the {len(chosen) - len(run.interrupted)} finished methods"

@@ -197,14 +197,26 @@ def _alternatives(spec: ModelName) -> tuple:
         )
         return ((advice, lambda: timm.create_model(spec.arch)),)
     if spec.source == "timm" and spec.arch in torchvision_names():
-        from torchvision.models import get_model
-
         advice = (
             f"these weights are for torchvision's {spec.arch}, not timm's; "
             f"use --model {spec.arch} (Python: load_model('{spec.arch}', ...))"
         )
-        return ((advice, lambda: get_model(spec.arch, weights=None)),)
+        return ((advice, lambda: _untrained(spec.arch)),)
     return ()
+
+
+def _untrained(name: str, **kwargs) -> nn.Module:
+    """torchvision's ``name`` with random weights, without the FutureWarning GoogLeNet and
+    Inception v3 print about their initialisation (users cannot act on it)."""
+    import warnings
+
+    from torchvision.models import get_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The default weight initialization of", category=FutureWarning
+        )
+        return get_model(name, weights=None, **kwargs)
 
 
 def _load_torchvision(spec: ModelName, weights, trust: bool) -> LoadedModel:
@@ -232,14 +244,14 @@ def _load_torchvision(spec: ModelName, weights, trust: bool) -> LoadedModel:
             ) from None
         names = list(default.meta.get("categories") or [])
         return LoadedModel(net=net, preprocess_spec=pre, class_names=names, name=name)
-    net = get_model(name, weights=None)
+    net = _untrained(name)
     if weights is not None:
         net = load_state_into(
             net,
             Path(weights).expanduser(),
             trust,
             label=spec.label,
-            rebuild=lambda k: get_model(name, num_classes=k),
+            rebuild=lambda k: _untrained(name, num_classes=k),
             alternatives=_alternatives(spec),
         )
     return LoadedModel(net, pre, _class_names(net, pre.crop), spec.canonical)

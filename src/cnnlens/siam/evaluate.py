@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.hooks import preserved
+from ..core.optional import require
 from ..evaluation.pointing import pointing_hits
 from .model import SiamModel
 from .train import SiamData, images_to_input
@@ -56,7 +57,7 @@ def r2_score(y: torch.Tensor, y_hat: torch.Tensor) -> float:
 
 def attribute_auc(scores: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per-attribute ROC AUC (NaN where only one class occurs) of ``(N, K)`` scores."""
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "AUC (cnnlens siam evaluate)").roc_auc_score
 
     result = []
     for k in range(scores.shape[1]):
