@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from cnnlens.report.serialize import extras_subset, json_safe
 
 NASTY = '<script>alert(1)</script>&"x".png'
 N, T, H, W = 2, 3, 64, 64
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _smooth(noise: torch.Tensor) -> torch.Tensor:
@@ -147,7 +144,12 @@ def test_html_escaped_and_offline(built: tuple[Path, list[Explanation]]) -> None
     assert not [u for u in urls if u.lower().startswith(("http:", "https:", "//"))]
     assert not re.search(r"https?://", text)
     srcs = re.findall(r"""<img[^>]*\ssrc="([^"]+)\"""", text)
-    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert srcs and all(s.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
+                        for s in srcs)  # fmt: skip
+    # photos and overlays are JPEG; only the two colour bars (legend, captions) are PNG
+    png = {s for s in srcs if s.startswith("data:image/png")}
+    jpeg = [s for s in srcs if s.startswith("data:image/jpeg")]
+    assert len(png) == 2 and len(jpeg) == N * (2 + 2 + 2 * T)
 
 
 def test_defaults_from_inputs_and_no_methods(tmp_path: Path) -> None:
@@ -158,7 +160,7 @@ def test_defaults_from_inputs_and_no_methods(tmp_path: Path) -> None:
     data = json.loads((path.parent / "results.json").read_text())
     assert [im["name"] for im in data["images"]] == ["image 0", "image 1"]
     assert data["images"][0]["methods"]["gradient"]["target_labels"][0] == "class 1"
-    assert path.read_text().count("data:image/png;base64,") >= N * (2 + 2 + 2 * T)
+    assert path.read_text().count("data:image/jpeg;base64,") == N * (2 + 2 + 2 * T)
 
     empty = build_report(
         [],
@@ -195,43 +197,15 @@ def test_json_safe() -> None:
 
 def _open_in_browser(path: Path, screenshot: str) -> tuple[list, list[str], list[str], str]:
     """Load ``path`` in headless Chromium; return image states, requests, errors, url."""
-    if not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None:
-        if os.environ.get("CNNLENS_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} and the playwright package are required here")
-        pytest.skip(f"{CHROMIUM} or playwright is not installed")
-    from playwright.sync_api import sync_playwright
+    from report.chromium import open_page
 
-    url = path.resolve().as_uri()
-    requests: list[str] = []
-    console_errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+    with open_page(path) as (page, seen):
+        sizes = page.evaluate(
+            "() => Array.from(document.images, im => [im.complete, im.naturalWidth])"
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
-            page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-            response = page.goto(url, wait_until="load")
-            assert response is None or response.ok
-            sizes = page.evaluate(
-                "() => Array.from(document.images, im => [im.complete, im.naturalWidth])"
-            )
-            assert "<script>" not in page.title()
-            page.screenshot(path=screenshot, full_page=True)
-        finally:
-            browser.close()
-    return sizes, requests, console_errors, url
+        assert "<script>" not in page.title()
+        page.screenshot(path=screenshot, full_page=True)
+    return sizes, seen["requests"], seen["errors"], path.resolve().as_uri()
 
 
 @pytest.mark.browser
@@ -323,8 +297,9 @@ def test_edit_panels_survive_joining_batches(tmp_path: Path) -> None:
 
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     parts = [
-        cl.attribute(tiny_cnn(), x[i : i + 1], "perturbation", target=[[i + 1]], iterations=4,
-                     mask_scale=4)  # fmt: skip
+        cl.attribute(
+            tiny_cnn(), x[i : i + 1], "perturbation", target=[[i + 1]], iterations=4, mask_scale=4
+        )  # fmt: skip
         for i in range(2)
     ]
     joined = Explanation.cat(parts)

@@ -160,8 +160,17 @@ def test_report_page(tmp_path):
         title=HOSTILE,
     )
     text = path.read_text(encoding="utf-8")
-    _assert_escaped(text)
+    _assert_escaped(text, own_scripts=1)  # the click-to-enlarge script
     assert f"<title>{ESCAPED}</title>" in text and f'<td class="msg">{ESCAPED}</td>' in text
+    # the policy allows exactly that script, by the hash of its text
+    import base64
+    import hashlib
+
+    body = text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text)[1]
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline'; script" in policy and policy.count("unsafe") == 1  # styles only
 
 
 def test_line_chart():

@@ -81,6 +81,25 @@ class Explanation:
             inputs=inputs,
         )
 
+    def display_range(self, quantile: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The values that :meth:`normalized` maps to the first and the last colour.
+
+        Args:
+            quantile: as in :meth:`normalized`.
+
+        Returns:
+            ``(lo, hi)``, each ``(N, T)``: the map's minimum and its ``quantile`` (or
+            ``-s`` and ``s``, ``s`` the ``quantile`` of ``|map|``, when signed). Values
+            beyond either end are shown in that end's colour.
+        """
+        flat = self.maps.detach().flatten(2).float()
+        if self.signed:
+            mags = flat.abs()
+            s = mags.amax(dim=2) if quantile >= 1 else _quantile(mags, quantile).squeeze(2)
+            return -s, s
+        hi = flat.amax(dim=2) if quantile >= 1 else _quantile(flat, quantile).squeeze(2)
+        return flat.amin(dim=2), hi
+
     def normalized(self, quantile: float = 1.0) -> torch.Tensor:
         """Maps scaled per (image, target) for display: [0, 1], or [-1, 1] when signed.
 
@@ -88,15 +107,13 @@ class Explanation:
             quantile: the value that maps to full colour, as a quantile of each map
                 (of ``|map|`` when signed); values beyond it are clipped. 1.0 is the
                 maximum; 0.995 keeps a few extreme pixels (common in gradient maps)
-                from washing out the rest.
+                from washing out the rest. :meth:`display_range` gives the values
+                that end up at either end of the colour scale.
         """
         flat = self.maps.detach().flatten(2).float()
+        lo, hi = (v.unsqueeze(2) for v in self.display_range(quantile))
         if self.signed:
-            mags = flat.abs()
-            scale = mags.amax(dim=2, keepdim=True) if quantile >= 1 else _quantile(mags, quantile)
-            return (flat / scale.clamp_min(1e-12)).clamp(-1, 1).view_as(self.maps)
-        lo = flat.amin(dim=2, keepdim=True)
-        hi = flat.amax(dim=2, keepdim=True) if quantile >= 1 else _quantile(flat, quantile)
+            return (flat / hi.clamp_min(1e-12)).clamp(-1, 1).view_as(self.maps)
         return ((flat - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).view_as(self.maps)
 
 

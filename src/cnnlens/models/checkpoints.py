@@ -150,7 +150,7 @@ def _sniff(path: Path) -> str:
             raise _NotCheckpoint(reason)
     text = _as_text(head)
     if text is not None:
-        if text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+        if re.match(r"<(!doctype\s+)?html\b", text.lstrip()[:20], re.IGNORECASE):
             raise _NotCheckpoint("it is an HTML page; a failed download?")
         first = text.strip().splitlines()[0] if text.strip() else ""
         first = first if len(first) <= 40 else first[:37].rstrip() + "..."

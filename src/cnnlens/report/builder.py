@@ -1,9 +1,11 @@
 """Build a self-contained HTML report (plus JSON and NPZ) from a set of explanations.
 
 The page has a method-comparison grid (images x methods, one overlay each, in the
-spirit of the comparison figures in saliency papers), then one section per image
-with its top predictions and every explained target of every method. All images
-are inlined as PNG ``data:`` URIs; the page makes no network request.
+spirit of the comparison figures in saliency papers; it scrolls inside the window,
+its header row and image column staying put), then one section per image with its
+top predictions and every explained target of every method, side by side. All
+pictures are inlined as ``data:`` URIs (JPEG, see :mod:`cnnlens.report.pictures`);
+the page makes no network request. A click on a map shows it enlarged.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from ..core.atomic import write_json_atomic, write_text_atomic
 from ..core.explanation import Explanation
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, Prediction
 from . import views
+from .layout import page_context, render_page
+from .pictures import photo
 from .serialize import extras_subset, json_safe, write_maps_npz
-from .templating import render
-
-TEMPLATE_NAME = "report.html.j2"
 
 
 def _method_keys(explanations: Sequence[Explanation]) -> list[str]:
@@ -170,11 +171,6 @@ def _results(
     )
 
 
-def _render(context: dict[str, Any]) -> str:
-    """Render the report template (autoescaped, see :mod:`cnnlens.report.templating`)."""
-    return render(TEMPLATE_NAME, **context)
-
-
 def build_report(
     explanations: Sequence[Explanation],
     out_dir: str | Path,
@@ -242,8 +238,8 @@ def build_report(
         {k: e.targets for k, e in zip(keys, explanations, strict=True)},
     )
 
-    photos = [views.photo(display[i]) for i in range(n)] if display is not None else [None] * n
-    context = _page_context(
+    photos = [photo(display[i]) for i in range(n)] if display is not None else [None] * n
+    context = page_context(
         title,
         model_name,
         now,
@@ -259,62 +255,5 @@ def build_report(
         lambda batch: _display_images(None, batch, model),
     )
     html_path = out / "report.html"
-    write_text_atomic(html_path, _render(context))
+    write_text_atomic(html_path, render_page(context))
     return html_path
-
-
-def _page_context(
-    title: str,
-    model_name: str | None,
-    now: datetime,
-    names: list[str],
-    photos: list[Any],
-    pred_lists: list[list[dict[str, Any]]],
-    explanations: Sequence[Explanation],
-    keys: list[str],
-    method_json: dict[str, Any],
-    label: views.LabelFn,
-    errors: list[dict[str, Any]],
-    max_targets: int,
-    to_display=lambda batch: None,
-) -> dict[str, Any]:
-    """Everything the template needs, as plain dicts, lists and strings."""
-    photo_src = [views.data_uri(p) if p is not None else None for p in photos]
-    methods = [
-        views.method_header(e, k, j, method_json[k]["params"])
-        for j, (k, e) in enumerate(zip(keys, explanations, strict=True))
-    ]
-    cells = [views.method_cells(e, photos, label, max_targets) for e in explanations]
-    edits = [views.edit_panels(e, to_display, label, max_targets) for e in explanations]
-    page_images = []
-    for i, name in enumerate(names):
-        preds = views.prediction_rows(pred_lists[i])
-        page_images.append(
-            {
-                "anchor": f"image-{i}",
-                "name": name,
-                "src": photo_src[i],
-                "top1": preds[0] if preds else None,
-                "predictions": preds,
-                "methods": [
-                    {
-                        "header": m,
-                        "cells": c[i],
-                        "edits": ed[i] if ed is not None else [],
-                        "hidden": max(0, len(e.targets[i]) - max_targets),
-                    }
-                    for m, c, ed, e in zip(methods, cells, edits, explanations, strict=True)
-                ],
-            }
-        )
-    return {
-        "title": title,
-        "model_name": model_name,
-        "created": now.strftime("%Y-%m-%d %H:%M"),
-        "n_images": len(names),
-        "n_methods": len(explanations),
-        "methods": methods,
-        "images": page_images,
-        "errors": errors,
-        "colorbars": views.colorbars(),
-    }

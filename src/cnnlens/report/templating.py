@@ -17,7 +17,10 @@ never run. Undefined names raise (``StrictUndefined``) instead of printing nothi
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,22 @@ def number(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def wrap_parts(name: Any) -> list[str]:
+    """Template filter ``wrap_parts``: ``name`` cut after each ``_``, ``-`` and ``.``.
+
+    Joined with ``<wbr>``, the parts let a long method name such as
+    ``contrastive_excitation_backprop`` wrap at those places and nowhere else.
+
+    Args:
+        name: the text.
+
+    Returns:
+        The pieces, in order; they join to ``str(name)``.
+    """
+    text = str(name)
+    return [p for p in re.split(r"(?<=[_.\-])", text) if p] or [text]
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     """The shared environment: templates from ``TEMPLATE_DIR``, autoescape, strict undefined."""
@@ -71,6 +90,7 @@ def environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["num"] = number
+    env.filters["wrap_parts"] = wrap_parts
     return env
 
 
@@ -85,6 +105,20 @@ def render(name: str, **context: Any) -> str:
         The rendered text.
     """
     return environment().get_template(name).render(**context)
+
+
+def source_hash(name: str) -> str:
+    """The Content-Security-Policy source (``sha256-...``) that allows template ``name``
+    inlined verbatim as a ``<script>`` (``<script>{% include name %}</script>``).
+
+    Args:
+        name: a template without variables, e.g. ``"zoom.js.j2"``.
+
+    Returns:
+        ``"sha256-"`` and the base64 SHA-256 digest of the rendered text.
+    """
+    digest = hashlib.sha256(render(name).encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
 def write_rendered(path: str | Path, text: str) -> Path:
@@ -103,4 +137,5 @@ def write_rendered(path: str | Path, text: str) -> Path:
     return target
 
 
-__all__ = ["TEMPLATE_DIR", "environment", "escape", "number", "render", "write_rendered"]
+__all__ = ["TEMPLATE_DIR", "environment", "escape", "number", "render", "source_hash",
+           "wrap_parts", "write_rendered"]  # fmt: skip

@@ -1,33 +1,29 @@
 """Turn explanations and images into the plain dicts the HTML template renders.
 
-Every picture becomes a PNG ``data:`` URI here, so the page is one
-self-contained file. Strings (names, labels, method names) are passed through
-untouched: the template escapes them.
+Every picture becomes a ``data:`` URI here (JPEG, see :mod:`cnnlens.report.pictures`),
+so the page is one self-contained file. Strings (names, labels, method names) are
+passed through untouched: the template escapes them.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..colormaps import colorbar, overlay
+from ..colormaps import overlay
 from ..core.explanation import Explanation
 from ..core.masks import MaskResult
-from ..io import data_uri, to_pil
+from .pictures import photo, picture_uri
 
 # Colours saturate at this quantile of each map, so that a few extreme pixels (common
 # in gradient maps) do not wash out the rest.
 DISPLAY_QUANTILE = 0.995
-
-# Longest side, in pixels, of every picture embedded in the page. Larger
-# inputs are shrunk first so the HTML file stays a reasonable size.
-MAX_SIDE = 224
 OVERLAY_ALPHA = 0.5
 
 LabelFn = Callable[[int, int], str]
@@ -42,33 +38,18 @@ def fmt_value(x: float) -> str:
     return f"{x:.1e}"
 
 
-def photo(image: torch.Tensor) -> Image.Image:
-    """A ``(3, H, W)`` [0, 1] tensor to an RGB PIL image no larger than ``MAX_SIDE``."""
-    pil = to_pil(image.detach().float().cpu().clamp(0, 1))
-    if max(pil.size) > MAX_SIDE:
-        pil = pil.copy()
-        pil.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
-    return pil
+def scale_ends(lo: float, hi: float, low: float, high: float) -> tuple[str, str]:
+    """The texts at the two ends of a colour bar whose colours span ``[lo, hi]``.
 
-
-def colorbars() -> dict[bool, str]:
-    """Data URIs of the two colour bars: sequential (unsigned) and diverging (signed)."""
-    return {
-        False: data_uri(colorbar(width=256, height=10, signed=False)),
-        True: data_uri(colorbar(width=256, height=10, signed=True)),
-    }
-
-
-def map_range(values: torch.Tensor, signed: bool) -> tuple[float, float]:
-    """The value range a colour bar should show for one raw map.
-
-    Signed maps use a symmetric range around zero so white means zero.
+    ``low`` and ``high`` are the map's own extremes: an end beyond which values were
+    clipped to its colour is marked, ``"≤ -0.3"`` or ``"≥ 0.166"``.
     """
-    lo, hi = float(values.min()), float(values.max())
-    if signed:
-        m = max(abs(lo), abs(hi))
-        return -m, m
-    return lo, hi
+    left, right = fmt_value(lo), fmt_value(hi)
+    if low < lo:
+        left = f"≤ {left}"
+    if high > hi:
+        right = f"≥ {right}"
+    return left, right
 
 
 def method_cells(
@@ -86,29 +67,34 @@ def method_cells(
         max_targets: how many targets per image to render.
 
     Returns:
-        Per image a list of cells ``{target, label, src, lo, hi}``; ``src`` is a
-        data URI (``None`` without a photo to draw on).
+        Per image a list of cells ``{target, label, src, lo, hi, raw}``: ``src`` is a
+        data URI (``None`` without a photo to draw on); ``lo`` and ``hi`` are the values
+        the colour bar's ends stand for (marked when values beyond were clipped);
+        ``raw`` says the map's own range.
     """
-    raw = expl.maps.detach().float().cpu()
+    raw = expl.maps.detach().float().cpu().flatten(2)
+    low, high = raw.amin(2).tolist(), raw.amax(2).tolist()
+    lo, hi = (v.cpu().tolist() for v in expl.display_range(quantile=DISPLAY_QUANTILE))
     shown = expl.normalized(quantile=DISPLAY_QUANTILE).cpu()
     targets = expl.targets.detach().cpu().tolist()
     out: list[list[dict[str, Any]]] = []
     for i, row in enumerate(targets):
         cells = []
         for t, cls in enumerate(row[:max_targets]):
-            lo, hi = map_range(raw[i, t], expl.signed)
             values = shown[i, t].numpy().astype(np.float32)
             src = None
             if photos[i] is not None:
                 img = overlay(photos[i], values, alpha=OVERLAY_ALPHA, signed=expl.signed)
-                src = data_uri(img)
+                src = picture_uri(img)
+            left, right = scale_ends(lo[i][t], hi[i][t], low[i][t], high[i][t])
             cells.append(
                 {
                     "target": int(cls),
                     "label": label(int(cls), i),
                     "src": src,
-                    "lo": fmt_value(lo),
-                    "hi": fmt_value(hi),
+                    "lo": left,
+                    "hi": right,
+                    "raw": f"map values {fmt_value(low[i][t])} to {fmt_value(high[i][t])}",
                 }
             )
         out.append(cells)
@@ -116,7 +102,7 @@ def method_cells(
 
 
 def method_header(
-    expl: Explanation, key: str, position: int, params: dict[str, Any]
+    expl: Explanation, key: str, position: int, params: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Column/section header data for one method: name, runtime, signedness, parameters."""
     return {
@@ -124,9 +110,31 @@ def method_header(
         "anchor": f"method-{position}",
         "seconds": f"{expl.seconds:.2f}",
         "signed": expl.signed,
-        "params": [(str(k), _short(v)) for k, v in params.items()],
+        "params": param_rows(params, expl.extras),
         "shape": "×".join(str(s) for s in expl.maps.shape[2:]),
     }
+
+
+def param_rows(params: Mapping[str, Any], extras: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The parameters worth showing: ``{key, value, auto}`` rows.
+
+    A parameter left at ``None`` or ``"auto"`` shows the value the method reports
+    under the same name in its ``extras`` (``layer=None`` becomes ``layer=bn2``,
+    marked ``auto``); one the method does not report is left out (``results.json``
+    keeps every parameter).
+    """
+    rows = []
+    for k, v in params.items():
+        auto = v is None or v == "auto"
+        if auto and _is_scalar(extras.get(k)) and extras.get(k) != v:
+            rows.append({"key": str(k), "value": _short(extras[k]), "auto": True})
+        elif v is not None:
+            rows.append({"key": str(k), "value": _short(v), "auto": False})
+    return rows
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -208,8 +216,8 @@ def edit_panels(
                         "target_area": None
                         if result.areas is None
                         else f"{100 * result.areas[k]:g}%",
-                        "mask_src": data_uri(photo(gray)),
-                        "edited_src": data_uri(photo(edited[i, j, k])),
+                        "mask_src": picture_uri(photo(gray)),
+                        "edited_src": picture_uri(photo(edited[i, j, k])),
                         "before": f"{float(result.score_before[i, j]):.3f}",
                         "after": f"{float(result.score[i, j, k]):.3f}",
                         "area": f"{100 * float(result.area[i, j, k]):.1f}%",
