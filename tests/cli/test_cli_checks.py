@@ -248,3 +248,39 @@ def test_explain_refuses_an_image_above_the_pixel_limit(photo, tmp_path):
     )
     assert result.exit_code == 1  # nothing could be explained
     assert "image is 56x40 = 2,240 pixels, more than the limit of 1,000" in result.output
+
+
+WITHOUT_EXTRAS = """
+import sys
+for name in ("sklearn", "openTSNE", "umap", "ray", "pandas", "pyarrow", "captum",
+             "pytorch_grad_cam", "playwright", "pytest"):
+    sys.modules[name] = None  # as in a plain `pip install cnnlens`: importing them fails
+from typer.testing import CliRunner
+from cnnlens.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+print(result.exit_code)
+print(result.output)
+"""
+
+
+def test_explain_needs_none_of_the_optional_packages_and_embed_names_its_extra(photo, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        done = subprocess.run(
+            [sys.executable, "-c", WITHOUT_EXTRAS, *args], capture_output=True, text=True
+        )
+        code, _, output = done.stdout.partition("\n")
+        return int(code), output
+
+    code, output = run("explain", str(photo), "--methods", "gradient,gradcam",
+                       "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 0, output
+    index = tmp_path / "photos.index"
+    built = runner.invoke(app, ["index", str(photo.parent), "--layers", "blocks.3",
+                                "--out", str(index)])  # fmt: skip
+    assert built.exit_code == 0, built.output
+    code, output = run("embed", str(index), "--layer", "blocks.3", "--method", "pca")
+    assert code == 2 and "Traceback" not in output
+    assert "needs scikit-learn, which is not installed: pip install 'cnnlens[analysis]'" in output

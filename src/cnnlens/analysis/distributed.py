@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..core.optional import require
 from ..io import DEFAULT_MAX_PIXELS
 
 __all__ = ["run_on_ray"]
@@ -78,10 +79,7 @@ def run_on_ray(
         workers: model actors (one model copy each).
         max_pixels: images with more pixels are recorded as unreadable.
     """
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("indexing on Ray needs `pip install 'ray[data]'`") from e
+    ray = require("ray", "indexing on Ray (cnnlens index --ray)")
     from ..core import progress
 
     if loaded.device.type != "cpu":
