@@ -40,10 +40,64 @@ def test_filters_first_layer_and_a_deeper_one(tmp_path):
     assert "32x3x3x3" in result.stdout and "directly interpretable" in result.stdout
     for name in ("conv_stem", "blocks.1.0.conv_pw"):
         for suffix in ("", "-per-filter"):
-            assert Image.open(tmp_path / f"filters-{name}{suffix}.png").size[0] > 50
+            view = Image.open(tmp_path / f"filters-{name}{suffix}.png")
+            compact = Image.open(tmp_path / f"filters-{name}{suffix}-compact.png")
+            factor = view.width // compact.width
+            assert max(view.size) >= 512 and view.size == (
+                compact.width * factor,
+                compact.height * factor,
+            )
         text = _self_contained(tmp_path / f"filters-{name}.html")
         assert "normalised per filter" in text
     assert "Only the first layer" in (tmp_path / "filters-blocks.1.0.conv_pw.html").read_text()
+    # 32 RGB kernels of 3x3, 8x each (24 px) in a 6x6 grid with 2 px gaps: 2 + 6 * 26 = 158 px,
+    # enlarged 4x (3x would be 474 < 512) to 632 px, nearest-neighbour
+    assert Image.open(tmp_path / "filters-conv_stem-compact.png").size == (158, 158)
+    view = Image.open(tmp_path / "filters-conv_stem.png")
+    assert view.size == (632, 632)
+    compact = Image.open(tmp_path / "filters-conv_stem-compact.png").convert("RGB")
+    assert view.convert("RGB").getpixel((4 * 10 + 3, 4 * 10 + 1)) == compact.getpixel((10, 10))
+    assert "632x632 px, enlarged 4x" in (tmp_path / "filters-conv_stem.html").read_text()
+
+
+def test_model_is_an_option_and_still_a_positional(tmp_path):
+    for args in (
+        ["-m", "efficientnet_lite0"],
+        ["--model", "efficientnet_lite0"],
+        ["efficientnet_lite0"],
+    ):
+        result = runner.invoke(app, ["filters", *args, "-o", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+    for cmd in (["filters"], ["dream", "--layer", "blocks.1", "--steps", "1"]):
+        result = runner.invoke(
+            app, [*cmd, "resnet18", "-m", "efficientnet_lite0", "-o", str(tmp_path)]
+        )
+        assert result.exit_code == 2
+        assert "two models given: 'resnet18' and --model 'efficientnet_lite0'" in result.output
+    # the same model twice is no conflict
+    result = runner.invoke(
+        app, ["filters", "efficientnet_lite0", "-m", "efficientnet_lite0", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_dream_class_has_no_short_c(tmp_path):
+    result = runner.invoke(app, ["dream", "-c", "285", "--steps", "1", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "No such option: -c" in result.output
+    assert not tmp_path.joinpath("dream-logits.png").exists()
+
+
+def test_help_shows_choices_not_bool():
+    dream = runner.invoke(app, ["dream", "--help"])
+    assert dream.exit_code == 0
+    for choice in ("fourier|pixel|dense", "channel|neuron|deepdream", "standard|none"):
+        assert choice in dream.stdout
+    assert "--decorrelate / --no-decorrelate" in dream.stdout
+    assert "<bool>" not in dream.stdout  # flags take no value
+    assert "-c," not in dream.stdout and "--class INDICES" in dream.stdout
+    assert "-m, --model NAME|FILE" in dream.stdout
+    filters = runner.invoke(app, ["filters", "--help"])
+    assert "<bool>" not in filters.stdout and "-m, --model NAME|FILE" in filters.stdout
 
 
 def test_filters_errors(tmp_path):
@@ -68,6 +122,17 @@ def test_activations_writes_grid_strip_and_page(tmp_path):
     assert (out / "overview-cat.png").exists() and (out / "activations-cat-blocks.2.png").exists()
     text = _self_contained(out / "activations-cat-blocks.2.html")
     assert "Egyptian cat" in text and text.count("<figure>") == 12
+    # blocks.2 ends in a linear projection: signed values, a diverging map, a bar of [-m, m]
+    assert "signed values on a diverging map" in text
+    from cnnlens.featurevis.activations import activation_maps
+    from cnnlens.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    m = activation_maps(model, model.preprocess(Image.open(photo).convert("RGB")), "blocks.2")
+    top = float(m.maps.abs().max())
+    assert f"one range for all channels, {-top:.3g} to {top:.3g}" in text
+    grid = Image.open(out / "activations-cat-blocks.2.png")
+    assert grid.size == m.grid(12).size  # the PNG is the grid with its colour bar
     bad = runner.invoke(app, ["activations", str(photo), "--layer", "block.2", "-o", str(out)])
     assert bad.exit_code == 2 and "blocks.2" in bad.output
     missing = runner.invoke(app, ["activations", str(tmp_path / "nope.jpg"), "-o", str(out)])
@@ -88,8 +153,13 @@ def test_dream_channels_and_classes(tmp_path):
     result = runner.invoke(app, ["dream", "--class", "285,1", *args])
     assert result.exit_code == 0, result.output
     text = _self_contained(tmp_path / "dream-logits.html")
-    assert "class_logit(285)" in text
-    assert "285 Egyptian cat" in result.stdout or "class_logit(285)" in result.stdout
+    assert "<title>Class dreams: 285 Egyptian cat, 1 goldfish (efficientnet_lite0)</title>" in text
+    assert "285 Egyptian cat: class_logit(285) = " in text
+    assert "  285 Egyptian cat: class_logit(285) = " in result.stdout
+    for name in ("dream-class-285-egyptian-cat.png", "dream-class-1-goldfish.png"):
+        assert Image.open(tmp_path / name).size == (64, 64)
+    summary = json.loads((tmp_path / "dream-logits.json").read_text())
+    assert [o["label"] for o in summary["objectives"]] == ["285 Egyptian cat", "1 goldfish"]
 
 
 def test_dream_presets(tmp_path):
@@ -123,8 +193,8 @@ def test_dream_presets(tmp_path):
         ([], "exactly one of"),
         (["--preset", "medium"], "preset must be one of"),
         (["--layer", "blocks.33"], "blocks.3"),
-        (["--class", "1000"], "class 1000 is out of range"),
-        (["--layer", "blocks.3", "--param", "cppn"], "--param must be"),
+        (["--class", "1000"], "class 1000 is out of range: the output has 1000 (classes 0-999)"),
+        (["--layer", "blocks.3", "--parameterization", "cppn"], "--parameterization must be"),
     ],
 )
 def test_dream_errors(tmp_path, args, message):
@@ -140,7 +210,7 @@ def test_dream_from_a_photo(tmp_path):
 
     photo = tmp_path / "coffee.png"
     Image.fromarray(skimage.data.coffee()).save(photo)
-    args = ["--layer", "blocks.2", "--objective", "deepdream", "--param", "pixel"]
+    args = ["--layer", "blocks.2", "--objective", "deepdream", "--parameterization", "pixel"]
     result = runner.invoke(
         app,
         [

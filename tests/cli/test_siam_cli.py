@@ -19,6 +19,17 @@ def test_siam_help_lists_commands():
         assert cmd in result.stdout
 
 
+def test_train_help_shows_flags_and_choices():
+    result = runner.invoke(app, ["siam", "train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in ("--fine-tune", "--resume", "--interactions"):
+        assert f"{flag} / --no-{flag[2:]}" in result.stdout
+    assert "<bool>" not in result.stdout  # flags take no value
+    assert "regression|classification" in result.stdout and "gap|templates" in result.stdout
+    (line,) = [row for row in result.stdout.splitlines() if "--checkpoint <path>" in row]
+    assert "-c, --checkpoint" in line  # -c is siam's --checkpoint; dream's --class has none
+
+
 def test_missing_checkpoint_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["siam", "evaluate", "-c", str(tmp_path / "none.pt")])
     assert result.exit_code == 2
@@ -81,7 +92,9 @@ def test_data_train_evaluate_explain(tmp_path):
     image = folder / "images" / "test_00000.png"
     result = runner.invoke(app, ["siam", "explain", str(image), "-c", str(ckpt), "-o", str(page)])
     assert result.exit_code == 0, result.output
-    assert "check: |bias + sum - output|" in result.stdout
+    (check,) = [line[9:] for line in result.stdout.splitlines() if line.startswith("  check: ")]
+    assert check.startswith("bias ") and "|difference|" in check
     text = page.read_text(encoding="utf-8")
+    assert f'<p class="check">{check}</p>' in text  # the page prints the same numbers
     assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text
     assert "http://" not in text and "https://" not in text

@@ -205,7 +205,11 @@ def layers(
         None, metavar="MODEL", help="Model name or checkpoint (or --model)."
     ),
     model: str = typer.Option(
-        None, "--model", "-m", help="Model name or checkpoint [default: efficientnet_lite0]."
+        None,
+        "--model",
+        "-m",
+        metavar="NAME|FILE",
+        help="Model name or checkpoint [default: efficientnet_lite0].",
     ),
     weights: str = typer.Option("none", help="Weights are not needed to list layers."),
     trust_checkpoint: bool = Opt.trust,

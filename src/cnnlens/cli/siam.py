@@ -65,23 +65,38 @@ def train_cmd(
     attributes_data: Path = typer.Option(
         None, help="A second CSV with attribute labels only: its batches alternate."
     ),
-    target: str = typer.Option("scenicness", help="Target column of the CSV."),
+    target: str = typer.Option("scenicness", metavar="COLUMN", help="Target column of the CSV."),
     task_kind: str = typer.Option(
-        "regression", "--task", help="regression (MSE) or classification (cross-entropy)."
+        "regression",
+        "--task",
+        metavar="regression|classification",
+        help="Loss: MSE, or cross-entropy over the target's classes.",
     ),
     n_train: int = typer.Option(1500, help="In-memory scenes when no --data is given."),
     checkpoint: Path = typer.Option(Path("siam.pt"), "--checkpoint", "-c", help="Output."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Backbone (load_model name)."),
-    layer: str = typer.Option("blocks.4", help="Trunk layer feeding the attribute maps."),
+    backbone: str = typer.Option(
+        "efficientnet_lite0", metavar="MODEL", help="Backbone (load_model name)."
+    ),
+    layer: str = typer.Option(
+        "blocks.4", metavar="LAYER", help="Trunk layer feeding the attribute maps."
+    ),
     size: int = typer.Option(160, help="Input side in pixels."),
-    pooling: str = typer.Option("gap", help="gap or templates."),
+    pooling: str = typer.Option(
+        "gap", metavar="gap|templates", help="Global average, or learned spatial templates."
+    ),
     templates: int = typer.Option(1, help="Templates per attribute (--pooling templates)."),
-    interactions: bool = typer.Option(False, help="Add pairwise attribute interactions."),
+    interactions: bool = typer.Option(
+        False, "--interactions/--no-interactions", metavar="", help="Add pairwise interactions."
+    ),
     border: int = typer.Option(0, help="Map cells zeroed on each border."),
     epochs: int = typer.Option(100, help="Epochs."),
     lr: float = typer.Option(0.01, help="Head learning rate (Adam)."),
-    fine_tune: bool = typer.Option(False, help="Also train the backbone (slow on CPU)."),
-    resume: bool = typer.Option(False, help="Continue from --checkpoint."),
+    fine_tune: bool = typer.Option(
+        False, "--fine-tune/--no-fine-tune", metavar="", help="Also train the backbone (slow)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume/--no-resume", metavar="", help="Continue from --checkpoint."
+    ),
     seed: int = typer.Option(0, help="Shuffling seed."),
 ) -> None:
     """Train a SIAM model: attribute presence (BCE) + the target (MSE), Adam, step schedule."""
@@ -243,11 +258,11 @@ def explain_cmd(
         "pooling": model.config.pooling,
     }
     write_explanation(target, Image.fromarray(pixels), expl, top=top, settings=settings)
-    o = int(expl.explained[0])
-    say(f"{image.name}: {expl.outputs[o]} = {float(expl.output[0, o]):.4f}")
+    check = expl.check(0)
+    say(f"{image.name}: {check.output_name} = {check.output:.4f}")
     for row in sorted(expl.rows(0), key=lambda r: -abs(r["contribution"]))[: 2 * top]:
         say(
             f"  {row['attribute']:<12} {row['contribution']:+.4f}  (presence {row['presence']:.3f})"
         )
-    say(f"  check: |bias + sum - output| = {expl.error():.2e}")
+    say(f"  check: {check.text()}")
     say(f"saved {target}")

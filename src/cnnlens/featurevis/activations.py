@@ -9,6 +9,13 @@ The overview strip follows the image through the network's stages
 (:func:`~cnnlens.featurevis.presets.stages`): for each stage it shows the
 root-mean-square over channels, ``sqrt(mean_c A[c]^2)``, i.e. where the stage
 responds at all, whatever the sign of its (possibly linear) outputs.
+
+Colours: a layer whose maps hold negative values (a linear projection, say) is
+drawn on a diverging map with zero at its centre (blue negative, white zero, red
+positive, range ``[-m, m]`` with ``m = max |A|``); a layer of non-negative values
+(after a ReLU) on the sequential ``inferno`` from its minimum to its maximum.
+:meth:`ActivationMaps.scale` gives that range, and its colour bar, for the grid
+and page.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from torch import nn
 from ..colormaps import colorize
 from ..core.hooks import capture, preserved
 from ..models.base import LoadedModel
-from .grid import tile
+from .grid import ColourScale, stack, tile
 from .presets import stages
 
 
@@ -48,37 +55,65 @@ class ActivationMaps:
         """``(h, w)``: root-mean-square over channels."""
         return self.maps.pow(2).mean(dim=0).sqrt()
 
+    @property
+    def signed(self) -> bool:
+        """Whether any value is negative (then maps use a diverging colour map)."""
+        return bool(self.maps.min() < 0)
+
+    def scale(self, normalize: str = "joint", cmap: str | None = None) -> ColourScale:
+        """The colour range: ``[-m, m]`` (``m = max |A|``) for signed maps, ``[min, max]``
+        otherwise. ``normalize="channel"``: each map uses its own range, so the bar shows
+        the shape of that range scaled to 1 (``[-1, 1]`` or ``[0, 1]``)."""
+        if normalize not in ("joint", "channel"):
+            raise ValueError(f"normalize must be 'joint' or 'channel', got {normalize!r}")
+        name = cmap or ("coolwarm" if self.signed else "inferno")
+        if normalize == "channel":
+            return ColourScale(-1.0 if self.signed else 0.0, 1.0, name, self.signed)
+        if self.signed:
+            m = float(self.maps.abs().max())
+            return ColourScale(-m, m, name, True)
+        return ColourScale(float(self.maps.min()), float(self.maps.max()), name, False)
+
     def tiles(
-        self, max_channels: int | None = None, normalize: str = "joint", cmap: str = "inferno"
+        self, max_channels: int | None = None, normalize: str = "joint", cmap: str | None = None
     ) -> tuple[list[Image.Image], list[str]]:
         """Colour pictures of the channels in sorted order, with ``"#c  mean"`` captions.
 
         ``normalize="joint"`` uses one value range for all channels (strengths
-        comparable); ``"channel"`` stretches each channel to the full colour range.
+        comparable, :meth:`scale`); ``"channel"`` stretches each channel to the full
+        colour range (its own ``[-m, m]`` if the layer is signed, else ``[min, max]``).
         """
-        if normalize not in ("joint", "channel"):
-            raise ValueError(f"normalize must be 'joint' or 'channel', got {normalize!r}")
-        chosen = self.order[:max_channels].tolist()
-        lo, hi = float(self.maps.min()), float(self.maps.max())
+        s = self.scale(normalize, cmap)
         pics, caps = [], []
-        for c in chosen:
+        for c in self.order[:max_channels].tolist():
             m = self.maps[c]
-            kw = {"vmin": lo, "vmax": hi} if normalize == "joint" else {}
-            pics.append(Image.fromarray(colorize(m, cmap=cmap, **kw)))
+            kw = {"vmin": s.low, "vmax": s.high} if normalize == "joint" else {}
+            pics.append(Image.fromarray(colorize(m, cmap=s.cmap, signed=s.signed, **kw)))
             caps.append(f"#{c} {float(self.means[c]):.3g}")
         return pics, caps
+
+    def colorbar(self, normalize: str = "joint", cmap: str | None = None) -> Image.Image:
+        """The colour bar of :meth:`scale`, titled with what its numbers mean."""
+        s = self.scale(normalize, cmap)
+        what = "activation" if normalize == "joint" else "activation / each map's own max |A|"
+        if normalize == "channel" and not s.signed:
+            what = "each map from its own min (0) to its own max (1)"
+        return s.picture(title=what)
 
     def grid(
         self,
         max_channels: int | None = None,
         normalize: str = "joint",
-        cmap: str = "inferno",
+        cmap: str | None = None,
         cell: int = 56,
     ) -> Image.Image:
-        """Every channel (or the strongest ``max_channels``) as one captioned picture."""
+        """Every channel (or the strongest ``max_channels``) as one captioned picture,
+        with the colour bar under it."""
         pics, caps = self.tiles(max_channels, normalize, cmap)
         scale = max(1, cell // max(pics[0].size))
-        return tile(pics, captions=caps, scale=scale, pad=3)
+        return stack(
+            [tile(pics, captions=caps, scale=scale, pad=3), self.colorbar(normalize, cmap)]
+        )
 
 
 def _single(x: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,24 @@
-"""Tiling images into one picture, with optional captions (PIL only)."""
+"""Tiling images into one picture, with optional captions; viewing sizes and colour bars.
+
+:func:`tile` lays pictures out in a grid, :func:`upscale` enlarges a small picture
+by a whole factor (nearest-neighbour, so every kernel weight stays a sharp block),
+:func:`stack` puts pictures under each other and :class:`ColourScale` is the value
+range and colour map of a set of maps, drawn as a colour bar with its end values.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..colormaps import colorbar
 from ..io import to_pil
+
+#: Long side, in pixels, that :func:`upscale` enlarges small pictures to at least.
+VIEW_SIDE = 512
 
 _BACKGROUND = (255, 255, 255)
 _TEXT = (40, 40, 40)
@@ -75,3 +86,69 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     while text and draw.textlength(text + "…", font=font) > width:
         text = text[:-1]
     return text + "…"
+
+
+def upscale(picture: Image.Image, min_side: int = VIEW_SIDE) -> tuple[Image.Image, int]:
+    """``picture`` enlarged by the smallest whole factor that makes its long side
+    ``>= min_side`` (nearest-neighbour), and that factor (1: returned as it is)."""
+    factor = max(1, math.ceil(min_side / max(picture.size)))
+    if factor == 1:
+        return picture, 1
+    return picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST), factor
+
+
+def stack(pictures: Sequence[Image.Image], pad: int = 4) -> Image.Image:
+    """Pictures one under the other on white, left-aligned, ``pad`` pixels apart."""
+    pics = [p.convert("RGB") for p in pictures]
+    width = max(p.width for p in pics)
+    height = sum(p.height for p in pics) + pad * (len(pics) - 1)
+    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    y = 0
+    for p in pics:
+        canvas.paste(p, (0, y))
+        y += p.height + pad
+    return canvas
+
+
+def _number(v: float) -> str:
+    return "0" if v == 0 else f"{v:.3g}"
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """The value range ``[low, high]`` mapped onto colour map ``cmap`` (``signed``:
+    ``low == -high`` and zero sits at the map's centre)."""
+
+    low: float
+    high: float
+    cmap: str
+    signed: bool = False
+
+    def ticks(self) -> list[str]:
+        """The numbers written under the bar: both ends, and ``0`` in the middle if signed."""
+        ends = [_number(self.low), _number(self.high)]
+        return [ends[0], "0", ends[1]] if self.signed else ends
+
+    def picture(self, width: int = 256, title: str = "", font_size: int = 10) -> Image.Image:
+        """The colour bar, lowest value on the left, with :meth:`ticks` under it and
+        ``title`` above it."""
+        bar = colorbar(self.cmap, width=width, height=12)
+        font = _font(font_size)
+        line = font_size + 4
+        margin = 24  # room for end labels centred on the bar's ends
+        top = line if title else 0
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        wide = max(width + 2 * margin, margin + int(probe.textlength(title, font=font)) + 4)
+        canvas = Image.new("RGB", (wide, top + 12 + line + 2), _BACKGROUND)
+        draw = ImageDraw.Draw(canvas)
+        if title:
+            draw.text((margin, 0), title, fill=_TEXT, font=font)
+        canvas.paste(bar, (margin, top))
+        draw.rectangle([margin - 1, top - 1, margin + width, top + 12], outline=_TEXT)
+        ticks = self.ticks()
+        for i, text in enumerate(ticks):
+            x = margin + width * i / (len(ticks) - 1)
+            half = draw.textlength(text, font=font) / 2
+            x = min(max(x - half, 0), margin + width + margin - 2 * half)
+            draw.text((x, top + 14), text, fill=_TEXT, font=font)
+        return canvas

@@ -85,12 +85,19 @@ def _channels(shapes: Mapping[str, torch.Size], layer: str) -> int:
     return int(shape[0])
 
 
+def _plural(what: str) -> str:
+    """``"channel"`` -> ``"channels"``, ``"class"`` -> ``"classes"``."""
+    return what + ("es" if what.endswith(("s", "x", "ch", "sh")) else "s")
+
+
 def _channel_check(layer: str, index: int, what: str = "channel") -> Check:
     def check(shapes):
         n = _channels(shapes, layer)
         if not 0 <= index < n:
             name = "the output" if layer == LOGITS else f"layer {layer!r}"
-            raise ValueError(f"{what} {index} is out of range: {name} has {n} ({what}s 0-{n - 1})")
+            raise ValueError(
+                f"{what} {index} is out of range: {name} has {n} ({_plural(what)} 0-{n - 1})"
+            )
 
     return check
 

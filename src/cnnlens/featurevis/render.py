@@ -125,6 +125,10 @@ def dream(
         input_size: resize the transformed images to this side (bilinear) before the
             network; ``None`` feeds them as they are (the network is fully convolutional).
 
+    Progress: a :mod:`cnnlens.core.progress` task ``"dream <layers>"`` of ``steps`` times
+    the number of batches, advanced after every optimisation step (all steps cost the
+    same, so a front end can estimate the time left from the first few).
+
     Returns:
         A :class:`Dream`.
     """
@@ -170,7 +174,7 @@ def dream(
             o.check(shapes)
         with (
             forward_fn(net, layers, early_stop=not reused) as fwd,
-            progress.task("dream", steps * len(chunks)) as advance,
+            progress.task(f"dream {', '.join(layers)}", steps * len(chunks)) as advance,
         ):
             done = 0
             for chunk in chunks:

@@ -17,7 +17,7 @@ each pooled and combined linearly into the output, so every prediction is exactl
 
 from .data import CsvData, read_csv, scenes_to_data
 from .evaluate import SiamScores, attribute_pointing, evaluate_scenic, predict, r2_score
-from .explain import SiamExplanation, explain
+from .explain import SiamExplanation, SumCheck, explain
 from .head import SiamConfig, SiamHead, SiamOutput
 from .model import SiamModel, Trunk, build
 from .page import curve_png, render_explanation, write_explanation
@@ -41,6 +41,7 @@ __all__ = [
     "SiamModel",
     "SiamOutput",
     "SiamScores",
+    "SumCheck",
     "TrainSettings",
     "Trunk",
     "attribute_pointing",

@@ -7,8 +7,10 @@ exact rather than estimated:
 
 For each attribute the explanation gives *what* (its name and presence score
 ``g_k``), *how* (its contribution ``r_ok`` and effective weight) and *where*
-(its map ``A_k``, upsampled bilinearly to the image). :meth:`SiamExplanation.error`
-measures how far ``b + sum r`` is from the output the model returned.
+(its map ``A_k``, upsampled bilinearly to the image). :meth:`SiamExplanation.check`
+compares ``b + sum r`` with the output the model returned for one image (what the
+CLI and the page print); :meth:`SiamExplanation.error` is the largest gap over all
+images and outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,29 @@ from torch import nn
 
 from ..core.hooks import preserved
 from .head import SiamOutput
+
+
+@dataclass(frozen=True)
+class SumCheck:
+    """``bias + sum_k r_k`` against the model's output, for one image and output."""
+
+    output_name: str
+    bias: float
+    total: float
+    output: float
+
+    @property
+    def difference(self) -> float:
+        """``|bias + total - output|``: float32 rounding only, for a correct model."""
+        return abs(self.bias + self.total - self.output)
+
+    def text(self) -> str:
+        """One line: ``bias B + sum of contributions S = B+S; model output Y; |difference| D``."""
+        return (
+            f"bias {self.bias:+.6f} + sum of contributions {self.total:+.6f} = "
+            f"{self.bias + self.total:+.6f}; model output {self.output:+.6f}; "
+            f"|difference| {self.difference:.2e}"
+        )
 
 
 @dataclass
@@ -56,6 +81,21 @@ class SiamExplanation:
         """``max |bias + sum_k contributions - output|`` over images and outputs."""
         total = self.bias + self.contributions.sum(-1)
         return float((total - self.output).abs().max())
+
+    def check(self, image: int = 0) -> SumCheck:
+        """The sum check of image ``image``'s explained output, in float64.
+
+        :class:`SumCheck` ``.text()`` is the line both ``cnnlens siam explain`` and the
+        HTML page print, so the two always agree.
+        """
+        o = int(self.explained[image])
+        r = self.contributions[image, o].double()
+        return SumCheck(
+            output_name=self.outputs[o] if o < len(self.outputs) else str(o),
+            bias=float(self.bias[o]),
+            total=float(r.sum()),
+            output=float(self.output[image, o]),
+        )
 
     def ranked(self, image: int = 0, n: int = 3) -> tuple[list[int], list[int]]:
         """Indices of the ``n`` most positive and ``n`` most negative contributions."""
@@ -121,4 +161,4 @@ def explain(model: nn.Module, x: torch.Tensor, output: int | None = None) -> Sia
     )
 
 
-__all__ = ["SiamExplanation", "explain"]
+__all__ = ["SiamExplanation", "SumCheck", "explain"]

@@ -3,7 +3,9 @@
 The page shows the prediction, a bar per attribute contribution (an inline SVG,
 positive bars green to the right, negative red to the left), the maps of the top
 positive and negative attributes over the image (what-where-how), and a check
-line ``bias + sum_k r_k = output`` with the rounding error. Pictures are inline
+line ``bias + sum_k r_k = output`` with the rounding error
+(:meth:`~cnnlens.siam.explain.SiamExplanation.check`, the line ``cnnlens siam explain``
+prints too). Pictures are inline
 PNG ``data:`` URIs and every string is HTML-escaped (the page renders from
 ``report/templates/siam.html.j2``), so the file opens offline.
 The training curve is drawn with PIL (no plotting library).
@@ -77,8 +79,6 @@ def render_explanation(
     all_rows = expl.rows(index)
     rows = sorted(all_rows, key=lambda r: -r["contribution"])
     value = float(expl.output[index, o])
-    bias = float(expl.bias[o])
-    total = sum(r["contribution"] for r in all_rows)
     pos, neg = expl.ranked(index, top)
     shown = image.convert("RGB").resize(tuple(expl.maps.shape[-1:-3:-1]), Image.BILINEAR)
     vmax = float(expl.maps[index].max()) or 1.0
@@ -95,10 +95,6 @@ def render_explanation(
             out.append((data_uri(pic), cap))
         return out
 
-    check = (
-        f"bias {bias:+.6f} + sum of contributions {total:+.6f} = {bias + total:+.6f}; "
-        f"model output {value:+.6f}; |difference| {abs(bias + total - value):.2e}"
-    )
     return render(
         "siam.html.j2",
         title=title,
@@ -109,7 +105,7 @@ def render_explanation(
         bars=bar_layout([r["attribute"] for r in rows], [r["contribution"] for r in rows]),
         positive=figures(pos),
         negative=figures(neg),
-        check=check,
+        check=expl.check(index).text(),
     )
 
 
