@@ -69,7 +69,11 @@ class Opt:
     """
 
     model = typer.Option(
-        "efficientnet_lite0", "--model", "-m", metavar="NAME|FILE", help="Model name or checkpoint."
+        "efficientnet_lite0",
+        "--model",
+        "-m",
+        metavar="NAME|FILE",
+        help="Model name, checkpoint, or hf:DIR.",
     )
     weights = typer.Option(
         "default", metavar="default|none|FILE", help="The library's weights, none, or a file."

@@ -226,7 +226,8 @@ def layers(
     default = default_layer(loaded.net, (size, size))
     title = f"{loaded.name} at {size}x{size} (default CAM layer: {default})"
     table = Table(title=escape(title))
-    for col in ("name", "type", "output", "params"):
+    table.add_column("name", overflow="fold")  # folded, never cut: users copy these names
+    for col in ("type", "output", "params"):
         table.add_column(col)
     for info in list_layers(loaded):
         if info.output_shape is None and info.params == 0:

@@ -2,8 +2,8 @@
 
 ``pip install cnnlens`` brings what ``cnnlens explain`` needs. Dataset maps
 (PCA, t-SNE, UMAP) and the SIAM evaluation need the ``analysis`` extra, the
-distributed index ``ray``; :func:`require` imports such a package or says, in
-one line, which extra to install.
+distributed index ``ray``, Hugging Face models ``hf``; :func:`require` imports
+such a package or says, in one line, which extra to install.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EXTRAS = {
     "openTSNE": ("openTSNE", "analysis"),
     "umap": ("umap-learn", "analysis"),
     "ray": ("ray[data]", "ray"),
+    "transformers": ("transformers", "hf"),
 }
 
 

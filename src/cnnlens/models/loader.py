@@ -1,4 +1,5 @@
-"""`load_model`: the bundled model, torchvision and timm architectures, local checkpoints.
+"""`load_model`: the bundled model, torchvision and timm architectures, local checkpoints,
+Hugging Face model folders.
 
 Weights never come from the network unless the user asks for an architecture's
 ``"default"`` weights and the library (torchvision / timm) can download them.
@@ -18,7 +19,7 @@ from ..core.errors import ModelError
 from .base import LoadedModel, Preprocess
 from .checkpoints import first_line, read_checkpoint
 from .labels import check_label_count, class_names_for, default_names, read_labels
-from .names import BUNDLED, ModelName, resolve, timm_names, torchvision_names
+from .names import BUNDLED, ModelName, hf_target, resolve, timm_names, torchvision_names
 from .statedict import load_state_into
 
 _BUNDLED_ARCH = "tf_efficientnet_lite0"
@@ -80,7 +81,10 @@ def load_model(
             architecture name (one both have means torchvision's; ``"timm/NAME"``
             and ``"torchvision/NAME"`` choose); a timm name with a pretrained tag
             (``"resnet50.a1_in1k"``); or the path of a checkpoint file holding a
-            whole pickled model (needs ``trust_checkpoint=True``).
+            whole pickled model (needs ``trust_checkpoint=True``); or ``"hf:DIR"``
+            (or ``DIR`` holding a ``config.json``), a Hugging Face ``transformers``
+            image classifier saved in that folder (:mod:`cnnlens.models.hf`; never
+            downloaded), whose ``"default"`` weights are the folder's own.
         weights: ``"default"`` (bundled weights, or the library's pretrained
             weights, downloaded and cached by torchvision/timm if not cached),
             ``"none"``/``None`` (random initialisation), or a path to a state
@@ -104,7 +108,12 @@ def load_model(
     if weights is not None and str(weights).lower() in ("none", "default"):
         weights = None if str(weights).lower() == "none" else "default"
     path = Path(str(name)).expanduser()
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES or path.is_file():
+    hf = hf_target(name)
+    if hf is not None:
+        from .hf import load_hf  # imports transformers, an optional extra
+
+        model = load_hf(hf, weights, trust_checkpoint)
+    elif path.suffix.lower() in CHECKPOINT_SUFFIXES or path.is_file():
         model = _load_whole_model(path, trust_checkpoint)
     elif name in (BUNDLED, "bundled"):
         model = _load_bundled(weights, trust_checkpoint)

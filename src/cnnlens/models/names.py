@@ -4,7 +4,8 @@ A plain name both torchvision and timm have (``resnet50``, ``convnext_tiny``,
 ``efficientnet_b0``) means torchvision's; ``timm/NAME`` means timm's and
 ``torchvision/NAME`` torchvision's. A name with a timm pretrained tag
 (``resnet50.a1_in1k``) means timm's architecture with that tag's weights and
-preprocessing.
+preprocessing. ``hf:PATH`` (or a folder holding a ``config.json``) is a Hugging
+Face ``transformers`` model saved there (:mod:`cnnlens.models.hf`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,23 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from ..core.errors import ModelError
 
 BUNDLED = "efficientnet_lite0"
 SOURCES = ("torchvision", "timm")
+HF_PREFIX = "hf:"
+
+
+def hf_target(name: str) -> str | None:
+    """The local path a Hugging Face model name means, or None for other names:
+    ``"hf:PATH"`` gives ``PATH``; a folder holding a ``config.json`` gives itself."""
+    text = str(name)
+    if text[: len(HF_PREFIX)].lower() == HF_PREFIX:
+        return text[len(HF_PREFIX) :]
+    path = Path(text).expanduser()
+    return text if path.is_dir() and (path / "config.json").is_file() else None
 
 
 @lru_cache(maxsize=1)
@@ -114,7 +127,8 @@ def resolve(name: str) -> ModelName:
     pool = tv | tm | set(timm_tagged()) if tag is not None else tv | tm
     raise ModelError(
         f"unknown model {name!r}.{_hint(name, pool)} Use {BUNDLED!r} (bundled), a torchvision "
-        "or timm architecture name (`cnnlens models`), or a checkpoint path."
+        "or timm architecture name (`cnnlens models`), a checkpoint path, or hf:DIR (a "
+        "Hugging Face model folder)."
     )
 
 
