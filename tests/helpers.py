@@ -96,3 +96,16 @@ class ProgressLog:
 
     def finish(self, description: str) -> None:
         self.finished.append(description)
+
+
+def tiny_vit(num_classes: int = 5, seed: int = 0) -> nn.Module:
+    """A 2-block timm ViT on 48 px inputs behind a Trap at index 3 (as in tiny_cnn),
+    with a random (not zero) head, for the transformer methods."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    vit = VisionTransformer(
+        img_size=48, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=num_classes
+    )
+    nn.init.normal_(vit.head.weight, std=0.5)
+    return nn.Sequential(nn.Identity(), nn.Identity(), nn.Identity(), Trap(), vit)

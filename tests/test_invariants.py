@@ -14,12 +14,20 @@ import cnnlens as cl
 from cnnlens.core.layers import default_layer, trace_layers
 from cnnlens.models.base import LoadedModel
 from cnnlens.siam import SiamConfig, SiamModel
-from helpers import assert_unchanged, snapshot, tiny_cnn
+from helpers import assert_unchanged, snapshot, tiny_cnn, tiny_vit
 
 METHODS = [m.name for m in cl.list_methods()]
+# Methods that read attention need a transformer; on a CNN they refuse (tested in their module).
+TRANSFORMER = {m.name for m in cl.list_methods() if m.family == "transformer"}
 
 
-def _model_in_odd_state():
+def _model_in_odd_state(method: str = ""):
+    if method in TRANSFORMER:
+        net = tiny_vit()
+        net.train()  # as below: eval inside the call, train mode given back
+        net[4].head.eval()
+        net[4].cls_token.requires_grad_(False)
+        return net
     net = tiny_cnn()
     net.train()  # cnnlens must explain in eval mode and give train mode back
     net[1].eval()  # a mixed state must survive too
@@ -41,7 +49,7 @@ def test_registry_lists_every_method_once():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_normal_call_leaves_model_unchanged(method):
-    net = _model_in_odd_state()
+    net = _model_in_odd_state(method)
     before = snapshot(net)
     x = _x()
     e = cl.attribute(net, x, method, target=[[1, 3], [0, 4]])
@@ -58,7 +66,7 @@ def test_normal_call_leaves_model_unchanged(method):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bad", [7, [1], "top9", -1, "best"])
 def test_bad_target_raises_and_restores(method, bad):
-    net = _model_in_odd_state()
+    net = _model_in_odd_state(method)
     before = snapshot(net)
     with pytest.raises(cl.TargetError):
         cl.attribute(net, _x(), method, target=bad)
@@ -68,7 +76,7 @@ def test_bad_target_raises_and_restores(method, bad):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("where", ["forward", "backward"])
 def test_module_that_raises_leaves_model_unchanged(method, where):
-    net = _model_in_odd_state()
+    net = _model_in_odd_state(method)
     net[3].mode = where
     before = snapshot(net)
     try:
@@ -159,7 +167,7 @@ def test_siam_explain_leaves_model_unchanged_also_when_forward_raises():
 
 
 # CAM needs GAP feeding a linear layer; excitation backprop has no rule for the head's maths.
-REFUSED_ON_SIAM = {"cam", "excitation_backprop", "contrastive_excitation_backprop"}
+REFUSED_ON_SIAM = {"cam", "excitation_backprop", "contrastive_excitation_backprop", *TRANSFORMER}
 
 
 @pytest.mark.parametrize("method", METHODS)

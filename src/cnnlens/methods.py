@@ -24,6 +24,7 @@ from .attribution import (  # noqa: F401  (importing registers the methods)
     occlusion,
     rise,
     smoothgrad,
+    transformer,
 )
 from .core.errors import MethodError
 from .core.explanation import Explanation

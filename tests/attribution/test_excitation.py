@@ -366,8 +366,33 @@ def test_unsupported_module_that_never_runs_is_ignored_and_head_must_be_linear()
     close(cl.attribute(plain(WithSpare()), x, EB, target=0).maps.sum(), 1.0, atol=1e-5)
     conv_head = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
     conv_head.append(nn.Flatten())
-    with pytest.raises(cl.MethodError, match="nn.Linear"):
-        cl.attribute(conv_head, x, EB, target=0)
+    with pytest.raises(cl.MethodError, match="negates the classifier row.*nn.Linear"):
+        cl.attribute(conv_head, x, CEB, target=0)
+
+
+def test_output_without_a_linear_layer_is_seeded_with_probability_one():
+    # Channels a = [1, 3], b = [2, 0] on two pixels; a 1x1 conv, ReLU and average pooling
+    # give the scores (SqueezeNet's head). Class 0, weights [1, 1]: y0 = [3, 3], so each
+    # pixel holds 1/2; pixel 0 splits a : b = 1 : 2, pixel 1 is all a -> map [1/2, 1/2].
+    # Class 1, weights [1, -1]: y1 = ReLU([-1, 3]) = [0, 3] -> all mass at pixel 1, from a.
+    net = nn.Sequential(
+        set_weights(nn.Conv2d(2, 2, 1, bias=False), [1.0, 1.0, 1.0, -1.0]),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    x = torch.tensor([[[[1.0, 3.0]], [[2.0, 0.0]]]])
+    e = cl.attribute(plain(net), x, EB, target=[[0, 1]])
+    close(e.maps[0], [[[0.5, 0.5]], [[0.0, 1.0]]])
+    assert e.extras["classifier"] is None
+    dead = set_weights(nn.Conv2d(2, 1, 1, bias=False), [-1.0, -1.0])
+    with pytest.raises(cl.MethodError, match=r"score of class 0 \(image 0\) is 0 <= 0"):
+        cl.attribute(
+            plain(nn.Sequential(dead, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())),
+            x,
+            EB,
+            target=0,
+        )
 
 
 # --------------------------------------------------------------------------- bundled model

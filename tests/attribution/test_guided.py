@@ -57,18 +57,19 @@ def test_local_slope_is_the_derivative(act):
     torch.testing.assert_close(local_slope(act, z), autograd_slope)
 
 
-def test_functional_relu_only_model_is_refused():
-    class Functional(nn.Module):
+def test_model_without_any_rectifier_is_refused():
+    # Tanh is saturating, not rectifying: guided backprop would be the plain gradient.
+    class Squashing(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, 2, 3)
-            self.fc = nn.Linear(2, 3)
+            self.conv, self.act, self.fc = nn.Conv2d(3, 2, 3), nn.Tanh(), nn.Linear(2, 3)
 
         def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+            return self.fc(torch.sigmoid(self.act(self.conv(x))).mean((2, 3)))
 
-    with pytest.raises(cl.MethodError, match="F.relu"):
-        cl.attribute(Functional(), torch.randn(1, 3, 8, 8), "guided_backprop", target=0)
+    for method in ("guided_backprop", "deconvnet"):
+        with pytest.raises(cl.MethodError, match="no rectifying activation.*Use 'gradient'"):
+            cl.attribute(Squashing(), torch.randn(1, 3, 8, 8), method, target=0)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ so a layer's P sums to the P above it. With ``P(a) = a * g(a)`` this is a modifi
 pass: every Conv2d (grouped, depthwise, timm's ``Conv2dSame``) and Linear gets
 ``g_x = W+^T (g_y * y / (W+ x))``, ``y`` being the output the next layer sees. The class
 gets P = 1 (the paper's one-hot prior) whatever its logit: the layer outputting the logits
-takes the seed (1 at the target) as the mass itself. The map is P summed over channels, at
+takes the seed (1 at the target) as the mass itself; an output no linear layer produces
+(SqueezeNet: conv -> ReLU -> pooling) is seeded with ``g = 1 / s`` at a positive score ``s``,
+so ``P = s g = 1`` (a score <= 0 is refused). The map is P summed over channels, at
 the pixels (``layer=None``) or at ``layer`` (upsampled bilinearly). One forward pass, one
 backward per target (two for c-EB); hooks and in-place flags are restored in ``finally``.
 
@@ -29,8 +31,9 @@ y_j P(y_j)``), flatten, concatenation, identity, dropout.
   same units). timm's ``BatchNormAct2d`` applies its ``.act`` inside: its post-activation
   output is ``y``. Any other BN is a per-channel weight ``gamma / sigma``: mass passes where
   it is positive and is lost elsewhere.
-* ReLU6 (``Hardtanh`` with ``min_val >= 0``) passes ``g_z = g_y y / z`` for ``z > 0``: a
-  saturated unit keeps its mass ``6 g_y`` (its zero derivative would drop it), and BN ->
+* A clipped ReLU, ``min(max(z, 0), t)`` (ReLU6; recognised by behaviour, module or
+  ``F.relu6`` / ``F.hardtanh(x, 0, t)`` call) passes ``g_z = g_y y / z`` for ``z > 0``: a
+  saturated unit keeps its mass ``t g_y`` (its zero derivative would drop it), and BN ->
   ReLU6 modules agree with a fused ``BatchNormAct2d``.
 * Negative activations (linear bottlenecks) cannot win: rules use ``x+`` and ``y+``, the
   gradient is zero where ``x <= 0`` and ``W+ x+`` is floored at 1e-12, so all stays finite.
@@ -41,11 +44,17 @@ y_j P(y_j)``), flatten, concatenation, identity, dropout.
 * Pixels compete by intensity above black, ``x - x_black`` with ``x_black = -mean / std``
   from the model's preprocessing (the normalisation folded into the first layer, as BN
   is): the pixel map is ``(x - x_black)+ * g``.
-* Sigmoid, SiLU (refused rather than treated as ReLU: it is signed and gated by a sigmoid),
-  GELU, Tanh, Hardswish, LeakyReLU and other signed or smooth activations, LayerNorm /
-  GroupNorm / attention and any other leaf module with parameters or buffers raise
-  ``MethodError`` naming the module when it runs. Activations called as functions
-  (``F.relu``, ``torch.sigmoid``) cannot be seen and keep their ordinary gradient.
+* Activations are recognised by behaviour (:mod:`cnnlens.core.activations`), as modules
+  and as calls inside ``forward`` (``F.relu``, ``x.relu_()``, ``F.gelu``, ``torch.sigmoid``,
+  reached by :func:`cnnlens.core.functional.intercepted` for the forward pass only). A ReLU
+  call keeps its gradient like an ``nn.ReLU``. Signed activations (SiLU is refused rather
+  than treated as ReLU: it is signed and gated by its own input; GELU, Mish, Hardswish,
+  LeakyReLU, ELU), saturating ones (Sigmoid, Hardsigmoid, Tanh: squeeze-excitation gates),
+  normalisations (LayerNorm, GroupNorm, InstanceNorm, ``F.layer_norm``), couplings
+  (softmax, attention) and any other layer with parameters of its own raise
+  ``MethodError`` when they run, naming the module (or the function and the module that
+  called it), why the rule is undefined there (:mod:`.excitation_rules`), and the methods
+  that do work.
 
 **Contrastive EB.** The target's classifier row ``W_c`` gets a *dual* unit ``-W_c``; both
 are propagated to ``layer`` (default: Grad-CAM's) and
@@ -62,55 +71,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import MethodError
+from ..core.functional import Call, calling_module, intercepted
 from ..core.hooks import attached, out_of_place
 from ..core.registry import register
 from ..core.targets import resolve_targets
 from ..core.tensors import MethodOutput, upsample
 from .cam import pick_layer
+from .excitation_rules import (
+    ALTERNATIVES,
+    BN,
+    COUPLING_WHY,
+    NORM_WHY,
+    activation_why,
+    is_gate,
+    linear_op,
+    refusal,
+    unsupported,
+)
 
 GUARD = 1e-12
-REFUSED = (nn.Sigmoid, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Mish,
-           nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Softmax,
-           nn.LogSoftmax, nn.LocalResponseNorm, nn.MultiheadAttention, nn.LayerNorm,
-           nn.GroupNorm)  # fmt: skip
-REFUSED_NAMES = ("sigmoid", "swish", "silu", "gelu", "mish", "tanh", "softmax", "attention")
-BN = nn.modules.batchnorm._BatchNorm
-
-
-def linear_op(module: nn.Module):
-    """``op(x, w)``: the module's linear map with weight ``w`` and no bias; None if unknown."""
-    if isinstance(module, nn.Linear):
-        return lambda x, w: F.linear(x, w)
-    if isinstance(module, nn.Conv2d):
-        if type(module).forward is nn.Conv2d.forward:
-            return lambda x, w: module._conv_forward(x, w, None)
-        if type(module).__name__ == "Conv2dSame":  # timm: pads TF-style inside forward
-            from timm.layers.conv2d_same import conv2d_same
-
-            m = module
-            return lambda x, w: conv2d_same(x, w, None, m.stride, m.padding, m.dilation, m.groups)
-    return None
-
-
-def unsupported(module: nn.Module) -> bool:
-    """Whether EB has no rule for ``module`` (see the module docstring)."""
-    if isinstance(module, (nn.Linear, BN)):
-        return False
-    if isinstance(module, nn.Conv2d):
-        return linear_op(module) is None
-    if isinstance(module, nn.Hardtanh):  # ReLU6 included
-        return module.min_val < 0
-    kind = type(module).__name__.lower()
-    if isinstance(module, REFUSED) or any(k in kind for k in REFUSED_NAMES):
-        return True
-    if next(module.parameters(recurse=False), None) is not None:
-        return True
-    leaf = next(module.children(), None) is None
-    return leaf and next(module.buffers(recurse=False), None) is not None
 
 
 class State:
@@ -126,6 +108,17 @@ class State:
         if self.black is None or x.data_ptr() != inp.data_ptr() or x.numel() != inp.numel():
             return 0.0
         return self.black.expand_as(inp).reshape(x.shape)
+
+    def emit(self, x: torch.Tensor, out: torch.Tensor, site: Site) -> torch.Tensor:
+        """``out`` as seen by what follows: its backward is the MWP rule of ``site``."""
+        y = _Excite.apply(x, out.detach(), site)
+        self.sites[id(y)] = (y, site, x)
+        return y
+
+    def gate(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """A clipped ReLU (ReLU6): a one-input unit of weight 1, ``g_z = g_y y / z``."""
+        one = torch.ones(1, dtype=out.dtype, device=out.device)
+        return self.emit(z, out, Site("", scale_op, one, self.shift(z), self, False))
 
 
 class Site:
@@ -175,19 +168,12 @@ def excitation_hooks(
         per linear layer, BatchNorm and ReLU6-like gate, and the recording hook.
     """
 
-    def emit(x, out, site):
-        y = _Excite.apply(x, out.detach(), site)
-        state.sites[id(y)] = (y, site, x)
-        return y
+    emit, gate = state.emit, state.gate
 
-    def refuse(name):
-        def hook(module, args):
+    def refuse(name, why):
+        def hook(module, args, out=None):
             who = f"module {name!r}" if name else "the model itself"
-            raise MethodError(
-                f"excitation backprop has no rule for {who} ({type(module).__name__}): it "
-                "needs ReLU-like units and linear layers (Conv2d, Linear, BatchNorm). Use "
-                "'guided_backprop' or 'gradcam' for this model."
-            )
+            raise refusal(f"{who} ({type(module).__name__})", why)
 
         return hook
 
@@ -217,9 +203,8 @@ def excitation_hooks(
 
         return hook
 
-    def gate_hook(module, args, out):  # ReLU6: a one-input unit of weight 1, g_z = g_y y / z
-        one = torch.ones(1, dtype=out.dtype, device=out.device)
-        return emit(args[0], out, Site("", scale_op, one, state.shift(args[0]), state, False))
+    def gate_hook(module, args, out):
+        return gate(args[0], out)
 
     def record(module, args, out):
         if not isinstance(out, torch.Tensor):
@@ -233,16 +218,53 @@ def excitation_hooks(
         return copy
 
     for name, m in net.named_modules():
-        if unsupported(m):
-            yield m, refuse(name), "forward_pre"
+        why = unsupported(m)
+        if why:  # a container is refused after its children, whose reasons are sharper
+            yield m, refuse(name, why), "forward" if next(m.children(), None) else "forward_pre"
         elif isinstance(m, (nn.Linear, nn.Conv2d)):
             yield m, linear_hook(name), "forward"
         elif isinstance(m, BN):
             yield m, bn_hook(name), "forward"
-        elif isinstance(m, nn.Hardtanh):
+        elif is_gate(m):
             yield m, gate_hook, "forward"
     if layer is not None:
         yield net.get_submodule(layer), record, "forward"
+
+
+def functional_rule(net: nn.Module, state: State) -> Callable[[Call], torch.Tensor | None]:
+    """The handler EB gives :func:`cnnlens.core.functional.intercepted` for ``net``.
+
+    A ReLU called as a function (``F.relu``, ``torch.relu``, ``x.relu_()``) keeps its
+    gradient, which is the rule, as for an ``nn.ReLU``; a clipped one (``F.relu6``,
+    ``F.hardtanh(x, 0, t)``) gets the gate rule of ``nn.ReLU6``. Any other activation,
+    normalisation or coupling call raises ``MethodError`` naming the function, the
+    module whose ``forward`` made it and the reason.
+    """
+    names = {id(m): name for name, m in net.named_modules()}
+
+    def where(call: Call) -> str:
+        owner = calling_module(names)
+        inside = "the model's forward" if not owner else f"module {owner!r}"
+        return f"{call.name} called in {inside}"
+
+    def handler(call: Call):
+        if call.kind != "activation":
+            raise refusal(where(call), NORM_WHY if call.kind == "norm" else COUPLING_WHY)
+        behaviour = call.behaviour()
+        if behaviour is None or behaviour.family == "relu":
+            if call.inplace:  # the tensor no longer holds a layer output to fold BN into
+                state.sites.pop(id(call.z), None)
+            return None
+        why = activation_why(behaviour)
+        if why:
+            raise refusal(where(call), why)
+        with torch.no_grad():
+            out = call.fn(call.z)
+        state.sites.pop(id(call.z), None)
+        z = call.z.clone() if call.inplace else call.z  # the rule keeps z; finish overwrites it
+        return call.finish(state.gate(z, out))
+
+    return handler
 
 
 def scale_op(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -258,6 +280,25 @@ def _black(model, x: torch.Tensor) -> torch.Tensor | None:
     return (-mean / std).view(1, -1, 1, 1)
 
 
+def seeded(scores: torch.Tensor, targets: torch.Tensor, model_name: str) -> torch.Tensor:
+    """Scores whose gradient seeds ``P = 1`` at an output no linear layer produced.
+
+    ``scores / scores.detach()`` has gradient ``1 / s`` at the output, so ``P = s g = 1``
+    flows down by the rule (pooling, ReLU and sums keep their gradient, which is the rule).
+    A score that is not positive has no excitatory input to share.
+    """
+    bad = (scores.detach() <= 0).nonzero()
+    if len(bad):
+        n, t = (int(i) for i in bad[0])
+        raise MethodError(
+            f"excitation backprop puts probability 1 on the class score, but {model_name}'s "
+            f"output does not come from a linear layer and the score of class "
+            f"{int(targets[n, t])} (image {n}) is {float(scores[n, t]):.3g} <= 0, so nothing "
+            f"excites it. {ALTERNATIVES}"
+        )
+    return scores / scores.detach()
+
+
 def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> MethodOutput:
     """EB (or c-EB) maps ``(N, T, H, W)``; ``layer=None`` means the input (EB only)."""
     net = model.net
@@ -266,17 +307,20 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
     state = State(xg, _black(model, x))
     with out_of_place(net.modules()), attached(excitation_hooks(net, state, name)):
         try:
-            logits = net(xg)
+            with intercepted(functional_rule(net, state)):
+                logits = net(xg)
             targets = resolve_targets(target, x.shape[0], logits)
             entry = state.sites.get(id(logits))
-            if entry is None or entry[0] is not logits:
+            top = entry[1] if entry is not None and entry[0] is logits else None
+            if top is None and contrastive:
                 raise MethodError(
-                    "excitation backprop starts at the classifier, but the output of "
-                    f"{type(net).__name__} does not come straight from an nn.Linear (or conv / "
-                    "BatchNorm) layer. Use 'gradcam' or 'guided_backprop' for this model."
+                    "contrastive excitation backprop negates the classifier row, but the output "
+                    f"of {type(net).__name__} does not come straight from an nn.Linear (or conv "
+                    f"/ BatchNorm) layer. {ALTERNATIVES}"
                 )
-            top, wrt = entry[1], state.layer_out
-            top.top = True
+            if top is not None:
+                top.top = True
+            wrt = state.layer_out
             if name is None:
                 wrt = xg
                 base = (xg - (0.0 if state.black is None else state.black)).clamp_min(0)
@@ -287,6 +331,8 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
                     f"layer {name!r} must output a (N, K, h, w) feature map below the classifier"
                 )
             scores = logits.gather(1, targets)
+            if top is None:
+                scores = seeded(scores, targets, type(net).__name__)
             maps = []
             for j in range(targets.shape[1]):
                 mwp = []
@@ -300,7 +346,8 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
             state.sites.clear()  # no reference cycles through the graph
             state.layer_out = state.layer_copy = None
     out = upsample(torch.stack(maps, dim=1), tuple(x.shape[-2:])).detach()
-    return MethodOutput(out, targets, {"layer": name, "classifier": top.name})
+    classifier = None if top is None else top.name
+    return MethodOutput(out, targets, {"layer": name, "classifier": classifier})
 
 
 @register(
