@@ -83,8 +83,9 @@ def test_methods_are_registered_as_unsigned_cams():
     for name in METHODS:
         info = cl.get_method(name)
         assert info.family == "cam" and not info.signed
-    assert cl.get_method("scorecam").defaults == {"layer": None, "batch_size": None}
-    assert cl.get_method("gradcampp").defaults == {"layer": None}
+    layout = {"layout": None, "grid": None, "prefix": None, "reshape": None}
+    assert cl.get_method("scorecam").defaults == {"layer": None, "batch_size": None, **layout}
+    assert cl.get_method("gradcampp").defaults == {"layer": None, **layout}
 
 
 # --------------------------------------------------------------------------- Grad-CAM++
@@ -176,7 +177,7 @@ def test_scorecam_by_hand():
     #          they differ by exactly 1 (the bias cancels): w = (e, 1) / (e + 1).
     # class 1: s(M0) = 1*0 + 2*4 - (-2) = 10,  s(M1) = 1*1 + 2*0 - 4 = -3: w = (1, e^-13)/(..).
     e = cl.attribute(Toy(), toy_image(), "scorecam", target=[[0, 1]], layer="feat")
-    assert e.extras == {"layer": "feat"}
+    assert e.extras == {"layer": "feat", "layout": "NCHW"}
     c = math.e
     close(e.maps[0, 0], (c * A0 + A1) / (c + 1))  # all entries positive, ReLU keeps them
     d = math.exp(-13)

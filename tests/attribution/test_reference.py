@@ -582,12 +582,22 @@ def test_cam_refuses_a_model_without_linear_layer():
         cl.attribute(net, torch.rand(1, 3, 4, 4), "cam")
 
 
-def test_cam_refuses_a_layer_that_is_not_the_pooled_one():
+def test_cam_follows_a_relu_module_from_the_layer_to_the_pooling():
+    # With w[0, 0] = -1 the features are A_0 = -ramp4 <= 0 and A_1 = A1_4x4 >= 0; the
+    # pooling consumes ReLU(A) = (0, A1_4x4), so CAM_0 = 1 * 0 + 2 * A1_4x4 (not
+    # -ramp4 + 2 A1_4x4, which CAM read at "features" itself would give).
     net = GapNet(CAM_W, CAM_B)
     with torch.no_grad():
-        net.features.weight[0, 0] = -1.0  # features != ReLU(features) for ramp4 > 0
-    with pytest.raises(cl.MethodError):
-        cl.attribute(net, image(RAMP4, A1_4x4), "cam", layer="features")
+        net.features.weight[0, 0] = -1.0
+    x = image(RAMP4, A1_4x4)
+    e = cl.attribute(net, x, "cam", layer="features", target=0)
+    close(e.maps[0, 0], 2 * A1_4x4)
+    assert e.extras["layer"] == "features" and e.extras["pooled"] == "features -> relu"
+    at_act = cl.attribute(net, x, "cam", layer="act", target=0)
+    close(at_act.maps, e.maps)
+    assert at_act.extras["pooled"] == "act"
+    with torch.no_grad():
+        close(e.maps[0, 0].mean() + CAM_B[0], net(x)[0, 0])
 
 
 # --------------------------------------------------------------------------- Grad-CAM

@@ -64,13 +64,13 @@ import torch
 
 from ..core import progress
 from ..core.batching import FastNet, batch_size_for, chunks, score_batches
-from ..core.errors import MethodError
 from ..core.hooks import capture
 from ..core.maps import minmax
 from ..core.registry import register
+from ..core.sites import observe
 from ..core.targets import resolve_targets
 from ..core.tensors import MethodOutput, check_batch_size, upsample
-from .cam import pick_layer, weighted_cam
+from .cam import layer_extras, overrides, pick_layer, read_layout, spatial, weighted_cam
 
 GRADCAMPP_EPS = 1e-6
 
@@ -94,9 +94,20 @@ def layercam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     "Channels weighted by alpha-weighted positive gradients (Chattopadhyay et al. 2018)",
     family="cam",
 )
-def gradcampp(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
+def gradcampp(
+    model,
+    x: torch.Tensor,
+    target=None,
+    *,
+    layer=None,
+    layout=None,
+    grid=None,
+    prefix=None,
+    reshape=None,
+) -> MethodOutput:
     """Grad-CAM++ maps at ``layer`` (default: the last conv block), from the logits."""
-    return weighted_cam(model, x, target, layer, gradcampp_weights)
+    over = {"layout": layout, "grid": grid, "prefix": prefix, "reshape": reshape}
+    return weighted_cam(model, x, target, layer, gradcampp_weights, **over)
 
 
 @register(
@@ -104,9 +115,20 @@ def gradcampp(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutpu
     "Activations weighted location by location by their positive gradient (Jiang et al. 2021)",
     family="cam",
 )
-def layercam(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
+def layercam(
+    model,
+    x: torch.Tensor,
+    target=None,
+    *,
+    layer=None,
+    layout=None,
+    grid=None,
+    prefix=None,
+    reshape=None,
+) -> MethodOutput:
     """LayerCAM maps at ``layer`` (default: the last conv block), from the logits."""
-    return weighted_cam(model, x, target, layer, layercam_weights)
+    over = {"layout": layout, "grid": grid, "prefix": prefix, "reshape": reshape}
+    return weighted_cam(model, x, target, layer, layercam_weights, **over)
 
 
 def channel_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -159,34 +181,48 @@ def masked_logits(
     family="cam",
 )
 def scorecam(
-    model, x: torch.Tensor, target=None, *, layer=None, batch_size: int | None = None
+    model,
+    x: torch.Tensor,
+    target=None,
+    *,
+    layer=None,
+    batch_size: int | None = None,
+    layout=None,
+    grid=None,
+    prefix=None,
+    reshape=None,
 ) -> MethodOutput:
     """Score-CAM maps at ``layer`` (default: the last conv block).
 
     Args:
         layer: the layer whose channels mask the image.
         batch_size: masked images per forward pass (default: memory-aware).
+        layout, grid, prefix, reshape: override the layer's layout (see
+            :func:`cnnlens.core.layouts.layout_of`).
 
     Returns:
         ``maps (N, T, H, W)``; costs one forward pass plus ``N * K`` masked ones
         (``K`` channels), whatever the number of targets.
     """
     check_batch_size(batch_size)
+    over = overrides(layout, grid, prefix, reshape)
     name = pick_layer(model, x, layer)
     bs = batch_size_for(x, batch_size)
     fast = FastNet.of(model.net, x)
     # gradients=True hands the layers downstream a copy, so an in-place activation after
     # the layer (BN -> ReLU(inplace)) cannot overwrite the captured maps; no graph is built.
-    with torch.no_grad(), capture(fast.net, [name], gradients=True) as rec:
+    with (
+        torch.no_grad(),
+        observe(fast.net) as seen,
+        capture(fast.net, [name], gradients=True) as rec,
+    ):
         logits = fast(x)
-    acts = rec.activations.get(name)
-    if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
-        raise MethodError(f"layer {name!r} must output a (N, K, h, w) feature map for a CAM method")
-    acts = acts.detach()
+    lay = read_layout(model, x, name, seen, over)
+    acts = spatial(lay, name, rec.activations.get(name)).detach()
     targets = resolve_targets(target, x.shape[0], logits)
     with torch.inference_mode():
         scores = masked_logits(fast, x, acts, targets, bs)
     # Outside inference mode so that the maps are ordinary tensors.
     weights = torch.softmax(scores.clone(), dim=1).to(acts.dtype)  # (N, K, T)
     maps = torch.einsum("nkt,nkhw->nthw", weights, acts).clamp_min(0)
-    return MethodOutput(upsample(maps, tuple(x.shape[-2:])), targets, {"layer": name})
+    return MethodOutput(upsample(maps, tuple(x.shape[-2:])), targets, layer_extras(name, lay))

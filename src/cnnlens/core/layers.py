@@ -10,13 +10,8 @@ from torch import nn
 
 from .errors import LayerError
 from .hooks import attached, preserved
-
-_POOLING = (
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.AvgPool2d,
-    nn.MaxPool2d,
-)
+from .layouts import spatial_layers
+from .sites import Traced, probe, remember, trace
 
 
 @dataclass(frozen=True)
@@ -72,31 +67,89 @@ _DEFAULT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
-    """The last feature map with spatial extent: the output of the last conv block.
+    """The layer that layer-based methods explain at by default.
 
-    It is the last module to *finish* with a 4-D output larger than 1x1 that is
-    not a pooling layer, so the outermost block wins over its last sub-layer
-    (``layer4`` in a ResNet, ``bn2`` in timm's EfficientNet).
+    Candidates are the modules whose output reads as a spatial map with more than
+    one position (:func:`cnnlens.core.layouts.spatial_layers`: NCHW, channels-last
+    or tokens on a grid), leaving out pooling layers and attention modules with
+    everything inside them. Norms, identities, dropouts and permutes at the very
+    end of that list are dropped (their map is their input's: a Swin's last stage,
+    not its final norm). Of the rest, the default is the last to *finish* whose
+    positions receive gradient from the model's output, so the outermost block wins
+    over its last sub-layer (``layer4`` in a ResNet, ``bn2`` in timm's
+    EfficientNet). A ViT that classifies from its class token reads its patch
+    tokens only through the last block's attention: everything after that block's
+    first norm has zero gradient at the patches, and the default is that norm
+    (``blocks.11.norm1``, what pytorch-grad-cam recommends). The gradient check
+    uses one pass of a fixed random image; when no candidate gets gradient (a
+    zero-initialised head), the input of the last linear layer stands in for the
+    output, and failing that the last candidate wins.
     """
     cached = _DEFAULT_CACHE.get(net, {})
     size = tuple(input_size)
     if size in cached and cached[size] in dict(net.named_modules()):
         return cached[size]
-    modules = dict(net.named_modules())
-    best = None
-    for info in trace_layers(net, input_size):
-        shape = info.output_shape
-        if shape is None or len(shape) != 3 or shape[1] * shape[2] <= 1:
-            continue
-        if isinstance(modules[info.name], _POOLING):
-            continue
-        best = info.name
-    if best is None:
-        raise LayerError(
-            f"{type(net).__name__} has no layer with a spatial feature map; pass layer= explicitly"
-        )
+    shape = (3, *size)
+    with preserved(net), torch.enable_grad():
+        traced = trace(net, probe(net, shape).requires_grad_(True), keep=True)
+        remember(net, shape, traced.sites)
+        tails = {s.name for s in traced.sites if s.tail}
+        found = spatial_layers(net, shape)
+        while found and found[-1][0] in tails:
+            found.pop()
+        if not found:
+            raise LayerError(
+                f"{type(net).__name__} has no layer with a spatial feature map; "
+                "pass layer= explicitly"
+            )
+        best = _last_with_gradient(net, traced, found)
     _DEFAULT_CACHE.setdefault(net, {})[size] = best
     return best
+
+
+def _output_tensor(out) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, list | tuple):
+        return next((o for o in out if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+def _last_with_gradient(net: nn.Module, traced: Traced, found: list) -> str:
+    """The last of ``found`` whose spatial positions get gradient from the output.
+
+    Candidates are checked from the end in growing groups (1, 16, 256, ...), so a
+    CNN's check costs a backward pass through its head only.
+    """
+    outs = [traced.outputs.get(name) for name, _ in found]
+    usable = [i for i, o in enumerate(outs) if isinstance(o, torch.Tensor) and o.requires_grad]
+    refs = [_output_tensor(traced.result)]
+    try:
+        refs.append(traced.inputs.get(last_linear(net)[0]))
+    except LayerError:
+        pass
+    gen = torch.Generator().manual_seed(0)
+    for ref in refs:
+        if not isinstance(ref, torch.Tensor) or not ref.requires_grad or not usable:
+            continue
+        score = (ref * torch.randn(ref.shape, generator=gen).to(ref)).sum()
+        end, size = len(usable), 1
+        while end > 0:
+            group = usable[max(0, end - size) : end]
+            try:
+                grads = torch.autograd.grad(
+                    score, [outs[i] for i in group], allow_unused=True, retain_graph=True
+                )
+            except RuntimeError:  # a graph autograd cannot walk: keep the plain rule
+                return found[-1][0]
+            for i, g in reversed(list(zip(group, grads))):
+                if g is not None and bool(found[i][1].to_spatial(g).ne(0).any()):
+                    return found[i][0]
+            end, size = end - size, size * 16
+    return found[-1][0]
 
 
 def last_linear(net: nn.Module) -> tuple[str, nn.Linear]:
