@@ -50,6 +50,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "datasets": (".datasets", None),
     "evaluation": (".evaluation", None),
     "featurevis": (".featurevis", None),
+    "targets": (".targets", None),
     "siam": (".siam", None),
 }
 

@@ -32,6 +32,7 @@ from .core.hooks import preserved
 from .core.registry import MethodInfo, lookup, registered
 from .models.base import LoadedModel
 from .perturbation import extremal, game  # noqa: F401  (registers "extremal", "meaningful_perturbation")
+from .targets.running import plan
 
 
 def list_methods(pattern: str = "*") -> list[MethodInfo]:
@@ -88,15 +89,24 @@ def attribute(
     """Explain the model's output on ``x`` with a registered method.
 
     Args:
-        model: a :class:`LoadedModel` or a bare ``nn.Module`` (inputs taken as normalised).
+        model: a :class:`LoadedModel` or a bare ``nn.Module`` (inputs taken as normalised),
+            a classifier or, with a target object, any model (segmentation, detection).
         x: ``(N, 3, H, W)`` (or ``(3, H, W)``) input on the model's device.
         method: a name from :func:`cnnlens.list_methods`.
         target: ``None`` (top-1), a class index, one entry per image, a tensor,
-            or ``"top5"``-style strings.
+            or ``"top5"``-style strings; or a target object of :mod:`cnnlens.targets`
+            (``EmbeddingSimilarity(ref)``, ``SegmentationRegion(c)``, ...), one per image,
+            or a list of them per image.
         **params: the method's own parameters (``layer``, ``window``, ...).
 
     Returns:
-        An :class:`Explanation` with ``maps (N, T, H, W)`` on ``x``'s device.
+        An :class:`Explanation` with ``maps (N, T, H, W)`` on ``x``'s device. For target
+        objects ``targets`` holds each one's class index (-1 when it has none) and
+        ``extras["target"]`` their descriptions.
+
+    Raises:
+        MethodError: also for a target object the method's maths cannot explain
+            (``MethodInfo.targets == "output"``: CAM, excitation backprop).
     """
     model = LoadedModel.wrap(model)
     info = get_method(method)
@@ -105,7 +115,13 @@ def attribute(
     start = time.perf_counter()
     # Gradients are switched on even inside a caller's torch.no_grad() block.
     with preserved(model.net), torch.enable_grad():
-        out = info.fn(model, x, target, **params)
+        run = plan(info, model, x, target, params)
+        if run is None:
+            out = info.fn(model, x, target, **params)
+        else:
+            out = run.call(info, x)
+            if "score" in run.params:  # the score the targets set
+                merged["score"] = run.params["score"]
     seconds = time.perf_counter() - start
     extras = dict(out.extras)
     signed = bool(extras.pop("signed", info.signed))
@@ -119,4 +135,3 @@ def attribute(
         extras=extras,
         inputs=x,
     )
-

@@ -11,7 +11,14 @@ entries, xy = cl.analysis.embed_index(idx, "conv_head", "tsne", seed=0)
 from .embed import METHODS, embed, embed_index, grid_assignment, thumbnail_grid
 from .index import build_index, read_label_csv
 from .map_page import write_map_page
-from .neighbours import Neighbours, nearest, search, write_neighbours_page
+from .neighbours import (
+    NeighbourMaps,
+    Neighbours,
+    explain_neighbours,
+    nearest,
+    search,
+    write_neighbours_page,
+)
 from .patches import (
     Patch,
     input_box_to_image,
@@ -59,5 +66,7 @@ __all__ = [
     "whole_image_warning",
     "write_map_page",
     "write_neighbours_page",
+    "explain_neighbours",
+    "NeighbourMaps",
     "write_patch_pages",
 ]

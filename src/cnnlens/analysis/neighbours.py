@@ -5,6 +5,11 @@ compared with the queries; a running top-k is kept, so memory stays at one chunk
 distance is ``1 - <a, b> / (|a| |b|)``, L2 is the Euclidean distance. Pixel space uses the
 index's thumbnails (what the model saw, downsized) as flat vectors with L2, as in the
 classic comparison of a CNN's fc7 neighbours with pixel neighbours (Krizhevsky et al. 2012).
+
+"Why are these two neighbours?" :func:`explain_neighbours` maps, for the query and each
+feature-space neighbour, the cosine similarity of their pooled layer features (what the
+index ranks by) with any attribution method, on both images:
+:class:`~cnnlens.targets.EmbeddingSimilarity` with the other image as the reference.
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ from PIL import Image
 from ..core.hooks import capture, preserved
 from ..io import load_image
 from ..models.base import LoadedModel
+from ..targets.embedding import EmbeddingSimilarity, pooled
 from .store import FeatureIndex
 
-__all__ = ["Neighbours", "nearest", "query_features", "write_neighbours_page"]
+__all__ = [
+    "NeighbourMaps",
+    "Neighbours",
+    "explain_neighbours",
+    "nearest",
+    "query_features",
+    "write_neighbours_page",
+]
 
 
 @dataclass
@@ -96,8 +109,7 @@ def query_features(
     x = spec.to_tensor(geo).unsqueeze(0).to(loaded.device)
     with preserved(loaded.net), torch.inference_mode(), capture(loaded.net, [layer]) as rec:
         loaded.net(x)
-    a = rec.activations[layer]
-    feat = (a.flatten(2).float().mean(2) if a.dim() == 4 else a.flatten(1).float()).cpu().numpy()
+    feat = pooled(rec.activations[layer].float()).cpu().numpy()
     t = int(index.meta["thumb_size"])
     thumb = np.asarray(geo.resize((t, t), Image.BILINEAR), np.float32).reshape(1, -1)
     return feat, thumb
@@ -146,6 +158,97 @@ def nearest(
     return by_feat, by_pix
 
 
+@dataclass
+class NeighbourMaps:
+    """Why the query and each neighbour are similar, explained by ``method``.
+
+    ``query_maps[j]`` maps what in the query makes it like neighbour ``j``,
+    ``neighbour_maps[j]`` what in neighbour ``j`` makes it like the query (``(k, H, W)``
+    each, at the model's input size); ``similarity[j]`` is their cosine similarity;
+    ``images`` the ``(1 + k, 3, H, W)`` inputs in [0, 1], the query first.
+    """
+
+    method: str
+    query_maps: torch.Tensor
+    neighbour_maps: torch.Tensor
+    similarity: torch.Tensor
+    images: torch.Tensor
+    signed: bool
+
+
+def _entry_path(index: FeatureIndex, query) -> str:
+    return index.paths[int(query)] if isinstance(query, (int, np.integer)) else str(query)
+
+
+def explain_neighbours(
+    model: LoadedModel,
+    index: FeatureIndex,
+    query: int | str | Path,
+    by_feat: Neighbours,
+    layer: str,
+    method: str = "gradcam",
+    **params,
+) -> NeighbourMaps:
+    """Map why ``query`` and each of its feature-space neighbours are similar.
+
+    Args:
+        model: the model that built the index.
+        query: an entry number or an image file, as given to :func:`nearest`.
+        by_feat: :func:`nearest`'s feature-space neighbours of ``query``.
+        layer: the indexed layer they were found at.
+        method: any method that takes non-class targets (``cl.list_methods``).
+        **params: the method's parameters.
+    """
+    from ..methods import attribute
+
+    loaded = LoadedModel.wrap(model)
+    spec = loaded.preprocess_spec
+
+    def tensor(path: str) -> torch.Tensor:
+        return spec.to_tensor(spec.geometry(load_image(path, index.max_pixels)))
+
+    paths = [_entry_path(index, query)] + [index.paths[e] for e in by_feat.indices[0].tolist()]
+    x = torch.stack([tensor(p) for p in paths]).to(loaded.device)
+    q, near = x[:1], x[1:]
+    names = [Path(p).name for p in paths]
+    to_query = EmbeddingSimilarity(q, layer, name=names[0])
+    to_each = [EmbeddingSimilarity(near[j], layer, name=names[1 + j]) for j in range(len(near))]
+    by_nb = attribute(loaded, near, method, target=to_query, **params)
+    by_q = attribute(loaded, q, method, target=[to_each], **params)
+    with preserved(loaded.net), torch.no_grad():
+        to_query.prepare(loaded.net, near)
+        sim = to_query(loaded.net, near).float().cpu()
+    return NeighbourMaps(
+        by_nb.method, by_q.maps[0].detach(), by_nb.maps[:, 0].detach(), sim,
+        loaded.display_images(x).cpu(), by_nb.signed,
+    )  # fmt: skip
+
+
+def _why_sections(explained: NeighbourMaps, paths: list[str], layer: str, size: int) -> list:
+    from ..colormaps import overlay
+    from ..featurevis.page import Section
+
+    def pic(i: int, values: torch.Tensor) -> Image.Image:
+        img = overlay(explained.images[i], values.float().numpy(), signed=explained.signed)
+        img.thumbnail((size, size))
+        return img
+
+    query = Path(paths[0]).name
+    sections = []
+    for j, path in enumerate(paths[1:]):
+        name = Path(path).name
+        figs = [
+            (pic(0, explained.query_maps[j]), f"{query}: what is like {name}"),
+            (pic(1 + j, explained.neighbour_maps[j]), f"{name}: what is like {query}"),
+        ]
+        note = (
+            f"{explained.method} of the cosine similarity "
+            f"{float(explained.similarity[j]):.3f} of pooled {layer} features"
+        )
+        sections.append(Section(f"why {name} is a neighbour", note, None, figs, size))
+    return sections
+
+
 def write_neighbours_page(
     index: FeatureIndex,
     query: int | str | Path,
@@ -154,8 +257,10 @@ def write_neighbours_page(
     out: str | Path,
     layer: str,
     size: int = 128,
+    explained: NeighbourMaps | None = None,
 ) -> Path:
-    """HTML page: the query, its feature-space row and its pixel-space row, with distances."""
+    """HTML page: the query, its feature-space row and its pixel-space row, with distances;
+    with ``explained`` (:func:`explain_neighbours`), a section per neighbour mapping why."""
     from ..featurevis.page import Section, write_page
 
     def pic(path: str) -> Image.Image:
@@ -163,7 +268,7 @@ def write_neighbours_page(
         img.thumbnail((size, size))
         return img
 
-    qpath = index.paths[int(query)] if isinstance(query, (int, np.integer)) else str(query)
+    qpath = _entry_path(index, query)
     rows = []
     for title, nb in (
         (f"feature space ({layer}, {by_feat.metric})", by_feat),
@@ -177,9 +282,9 @@ def write_neighbours_page(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = [Section("query", None, None, [(pic(qpath), Path(qpath).name)], size), *rows]
-    return write_page(
-        out,
-        f"Nearest neighbours of {Path(qpath).name}",
-        sections,
-        {"index": str(index.root), "layer": layer, "k": by_feat.indices.shape[1]},
-    )
+    settings = {"index": str(index.root), "layer": layer, "k": by_feat.indices.shape[1]}
+    if explained is not None:
+        paths = [qpath] + [index.paths[e] for e in by_feat.indices[0].tolist()]
+        sections += _why_sections(explained, paths, layer, size)
+        settings["explained by"] = explained.method
+    return write_page(out, f"Nearest neighbours of {Path(qpath).name}", sections, settings)

@@ -194,6 +194,9 @@ def _refuse(net, x, name: str, lin_name: str) -> MethodError:
     "cam",
     "Classifier weights applied to the last feature maps of a GAP + linear head (Zhou et al. 2016)",
     family="cam",
+    targets="output",
+    targets_reason="CAM splits a class logit over the feature map with the weights of the linear "
+    "layer after global average pooling (gradcam gives the same map on such heads)",
 )
 def cam(
     model,

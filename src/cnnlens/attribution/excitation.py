@@ -350,10 +350,19 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
     return MethodOutput(out, targets, {"layer": name, "classifier": classifier})
 
 
+# what excitation backprop explains: one raw output unit (cnnlens.targets refuses others)
+_EB_TARGETS = (
+    "excitation backprop starts from one output unit and shares it down through the "
+    "positive weights of the layer that produced it"
+)
+
+
 @register(
     "excitation_backprop",
     "Top-down winning probabilities passed through excitatory connections (Zhang et al. 2016)",
     family="gradient",
+    targets="output",
+    targets_reason=_EB_TARGETS,
 )
 def excitation_backprop(model, x: torch.Tensor, target=None, *, layer=None) -> MethodOutput:
     """EB maps at the input pixels (``layer=None``) or at ``layer``, upsampled."""
@@ -364,6 +373,8 @@ def excitation_backprop(model, x: torch.Tensor, target=None, *, layer=None) -> M
     "contrastive_excitation_backprop",
     "Excitation backprop of the class minus that of its negated classifier row (Zhang 2016)",
     family="gradient",
+    targets="output",
+    targets_reason=_EB_TARGETS + ", contrasting it with its negated weights",
 )
 def contrastive_excitation_backprop(
     model, x: torch.Tensor, target=None, *, layer=None

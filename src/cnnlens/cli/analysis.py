@@ -131,6 +131,14 @@ def neighbours(
     k: int = typer.Option(8, "-k", "--top", help="Neighbours to show."),
     metric: str = typer.Option("cosine", help="cosine or l2."),
     out_file: Path = typer.Option(None, "--out", "-o", help="HTML file."),
+    explain: str = typer.Option(
+        None,
+        "--explain",
+        metavar="METHOD",
+        help="Also map, with METHOD (e.g. gradcam), why the query and each feature-space "
+        "neighbour are similar: the cosine similarity of their pooled --layer features, "
+        "explained on both images (needs the index's model).",
+    ),
     model: str = Opt.model,
     weights: str = Opt.weights,
     trust_checkpoint: bool = Opt.trust,
@@ -138,16 +146,24 @@ def neighbours(
 ) -> None:
     """k nearest images in feature space next to k nearest in pixel space."""
     from ..analysis import nearest, write_neighbours_page
+    from ..analysis.neighbours import explain_neighbours
     from ..core.errors import CnnlensError
 
     idx = _open(index_dir)
     q: int | Path = int(query) if query.isdigit() else Path(query)
-    loaded = None if isinstance(q, int) else load(model, weights, trust_checkpoint, None, device)
+    needed = explain or not isinstance(q, int)
+    loaded = load(model, weights, trust_checkpoint, None, device) if needed else None
+    if explain and loaded.name != idx.meta["model"]:
+        fail(
+            f"--explain needs the model that built the index ({idx.meta['model']}), not "
+            f"{loaded.name}: pass it with --model"
+        )
     try:
         name = idx.check_layer(layer)
         by_feat, by_pix = nearest(idx, q, name, k, metric, model=loaded)
+        why = explain_neighbours(loaded, idx, q, by_feat, name, explain) if explain else None
         target = out_file or Path("cnnlens-analysis") / f"neighbours-{Path(str(q)).stem}.html"
-        page = write_neighbours_page(idx, q, by_feat, by_pix, target, name)
+        page = write_neighbours_page(idx, q, by_feat, by_pix, target, name, explained=why)
     except (CnnlensError, ValueError) as e:
         fail(str(e))
     for title, nb in (("feature", by_feat), ("pixel", by_pix)):

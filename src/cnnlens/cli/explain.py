@@ -31,9 +31,12 @@ def explain(
     ),
     target: str = typer.Option(
         None,
-        metavar="CLASSES|topK",
+        metavar="CLASSES|topK|KIND:VALUE",
         help="Explain these class indices (e.g. 285,281) or each image's top K (e.g. top3) "
-        "instead of --top-k.",
+        "instead of --top-k; or a target kind: logit:C, prob:C, multilabel:C, output:I "
+        "(regression), sim:REF.png (embedding similarity to REF), seg:C[:x0,y0,x1,y1] "
+        "(segmentation model), det:x0,y0,x1,y1[:LABEL] (detection model); boxes in input "
+        "pixels.",
     ),
     layer: str = typer.Option(
         None,
@@ -68,7 +71,13 @@ def explain(
         chosen = resolve_methods(methods)
     except CnnlensError as e:
         fail(str(e))
-    spec_target = parse_target(target, default=f"top{top_k}")
+    from ..targets.spec import parse_kind
+
+    try:
+        kind = parse_kind(target)
+    except CnnlensError as e:
+        fail(str(e))
+    spec_target = parse_target(target, default=f"top{top_k}") if kind is None else None
     given = parse_params(param, chosen)
     params: dict[str, dict] = {"occlusion": {"window": window, "stride": stride}}
     if batch_size:
@@ -83,6 +92,11 @@ def explain(
     params = {k: v for k, v in params.items() if k in names}
     loaded = load(model, weights, trust_checkpoint, labels, device)
     check_target(spec_target, loaded)
+    if kind is not None:
+        try:
+            spec_target, loaded = kind.build(loaded, max_pixels)
+        except CnnlensError as e:
+            fail(str(e))
     check_layer(loaded, layer)
     for values in params.values():
         if isinstance(values.get("layer"), str):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import MethodError
@@ -29,6 +29,8 @@ class MethodInfo:
     summary: str
     signed: bool = False
     family: str = "other"
+    targets: str = "any"
+    targets_reason: str = ""
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -43,6 +45,13 @@ class MethodInfo:
 _REGISTRY: dict[str, MethodInfo] = {}
 _ALIASES: dict[str, str] = {}
 
+#: What a method can explain: ``"any"`` differentiable scalar per image (a class logit or
+#: probability, a sigmoid, a regression output, an embedding similarity, a segmentation
+#: region, a detection score: :mod:`cnnlens.targets`), or only ``"output"``: one raw output
+#: unit of the model (a class logit or a regression output), because its maths reads the
+#: weights of the layer that produces that unit (CAM, excitation backprop).
+TARGET_KINDS = ("any", "output")
+
 
 def register(
     name: str,
@@ -51,6 +60,8 @@ def register(
     signed: bool = False,
     family: str = "other",
     aliases: tuple[str, ...] = (),
+    targets: str = "any",
+    targets_reason: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as attribution method ``name``.
 
@@ -61,20 +72,40 @@ def register(
         family: "perturbation", "gradient", "cam", ... (grouping in listings).
         aliases: older names that keep working everywhere a name is accepted;
             listings show only ``name``.
+        targets: ``"any"`` (default) or ``"output"`` (see :data:`TARGET_KINDS`).
+        targets_reason: for ``"output"``, why the method needs a raw output unit (one
+            clause, shown when another target is refused).
 
     The function's signature must be ``fn(model, x, target, *, **params)``: the
     keyword-only parameters after ``target`` are the method's parameters.
     """
 
+    _check_targets(targets)
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"method {key!r} is already registered")
-        _REGISTRY[name] = MethodInfo(name, fn, summary, signed, family)
+        _REGISTRY[name] = MethodInfo(name, fn, summary, signed, family, targets, targets_reason)
         _ALIASES.update(dict.fromkeys(aliases, name))
         return fn
 
     return deco
+
+
+def _check_targets(targets: str) -> None:
+    if targets not in TARGET_KINDS:
+        raise ValueError(f"targets must be one of {', '.join(TARGET_KINDS)}, got {targets!r}")
+
+
+def declare_targets(name: str, targets: str, reason: str = "") -> None:
+    """Set what registered method ``name`` can explain after its registration.
+
+    For registrations that do not pass ``targets=`` themselves (see :func:`register`).
+    """
+    _check_targets(targets)
+    info = lookup(name)
+    _REGISTRY[info.name] = replace(info, targets=targets, targets_reason=reason)
 
 
 def registered(pattern: str = "*") -> list[MethodInfo]:

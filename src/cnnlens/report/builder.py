@@ -142,7 +142,7 @@ def _results(
             targets = [int(t) for t in e.targets[i].tolist()]
             per_method[key] = {
                 "targets": targets,
-                "target_labels": [label(t, i) for t in targets],
+                "target_labels": [views.target_label(e, i, j, label) for j in range(len(targets))],
                 "min": float(m.min()),
                 "max": float(m.max()),
                 "target_min": [float(v) for v in m.flatten(1).amin(1)],

@@ -29,6 +29,19 @@ OVERLAY_ALPHA = 0.5
 LabelFn = Callable[[int, int], str]
 
 
+def target_label(expl, image: int, t: int, label: LabelFn) -> str:
+    """What target ``t`` of image ``image`` explains: a class name, or the description a
+    target object (``cnnlens.targets``) recorded in ``extras["target"]`` when it has no class."""
+    cls = int(expl.targets[image, t])
+    described = (getattr(expl, "extras", None) or {}).get("target")
+    if cls < 0 and described is not None:
+        try:
+            return str(described[image][t])
+        except (IndexError, KeyError, TypeError):
+            pass
+    return label(cls, image)
+
+
 def fmt_value(x: float) -> str:
     """A compact number for colour-bar ends: ``0.42``, ``-3.1``, ``7.9e-05``, ``1.2e+04``."""
     if x == 0 or not math.isfinite(x):
@@ -90,7 +103,7 @@ def method_cells(
             cells.append(
                 {
                     "target": int(cls),
-                    "label": label(int(cls), i),
+                    "label": target_label(expl, i, t, label),
                     "src": src,
                     "lo": left,
                     "hi": right,
