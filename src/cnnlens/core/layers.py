@@ -69,21 +69,22 @@ _DEFAULT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> str:
     """The layer that layer-based methods explain at by default.
 
-    Candidates are the modules whose output reads as a spatial map with more than
-    one position (:func:`cnnlens.core.layouts.spatial_layers`: NCHW, channels-last
-    or tokens on a grid), leaving out pooling layers and attention modules with
-    everything inside them. Norms, identities, dropouts and permutes at the very
-    end of that list are dropped (their map is their input's: a Swin's last stage,
-    not its final norm). Of the rest, the default is the last to *finish* whose
-    positions receive gradient from the model's output, so the outermost block wins
-    over its last sub-layer (``layer4`` in a ResNet, ``bn2`` in timm's
-    EfficientNet). A ViT that classifies from its class token reads its patch
-    tokens only through the last block's attention: everything after that block's
-    first norm has zero gradient at the patches, and the default is that norm
-    (``blocks.11.norm1``, what pytorch-grad-cam recommends). The gradient check
-    uses one pass of a fixed random image; when no candidate gets gradient (a
-    zero-initialised head), the input of the last linear layer stands in for the
-    output, and failing that the last candidate wins.
+    Candidates are the modules whose output reads as a spatial map with more than one
+    position (:func:`cnnlens.core.layouts.spatial_layers`: NCHW, channels-last or tokens
+    on a grid), leaving out pooling layers and attention modules with everything inside
+    them. Norms, identities, dropouts and permutes at the very end of that list are
+    dropped when they read the previous candidate's output (their map is their input's:
+    a Swin's last stage, not its final norm); one that reads a tensor no candidate
+    outputs stays (Hugging Face Swin's final norm). Of the rest, the default is the last
+    to *finish* whose positions receive gradient from the model's output, so the
+    outermost block wins over its last sub-layer (``layer4`` in a ResNet, ``bn2`` in
+    timm's EfficientNet). A ViT that classifies from its class token reads its patch
+    tokens only through the last block's attention: everything after that block's first
+    norm has zero gradient at the patches, and the default is that norm
+    (``blocks.11.norm1``, what pytorch-grad-cam recommends). The gradient check uses one
+    pass of a fixed random image; when no candidate gets gradient (a zero-initialised
+    head), the input of the last linear layer stands in for the output, and failing that
+    the last candidate wins.
     """
     cached = _DEFAULT_CACHE.get(net, {})
     size = tuple(input_size)
@@ -96,6 +97,8 @@ def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> s
         tails = {s.name for s in traced.sites if s.tail}
         found = spatial_layers(net, shape)
         while found and found[-1][0] in tails:
+            if len(found) > 1 and not _fed_by(traced, *found[-2:]):
+                break
             found.pop()
         if not found:
             raise LayerError(
@@ -105,6 +108,15 @@ def default_layer(net: nn.Module, input_size: tuple[int, int] = (224, 224)) -> s
         best = _last_with_gradient(net, traced, found)
     _DEFAULT_CACHE.setdefault(net, {})[size] = best
     return best
+
+
+def _fed_by(traced: Traced, before: tuple, tail: tuple) -> bool:
+    """Whether the trailing norm/identity ``tail`` reads the output of the candidate
+    ``before`` itself. When it does not (Hugging Face Swin: the blocks return tuples and
+    add their residuals in code, so the candidate before the final norm is an MLP branch)
+    the tail is the last layer that sees the whole feature map, and stays."""
+    out = traced.outputs.get(before[0])
+    return out is not None and traced.inputs.get(tail[0]) is out
 
 
 def _output_tensor(out) -> torch.Tensor | None:

@@ -234,6 +234,8 @@ class Reader:
             return f"{shape(s)} folds images together (first dimension {s[0]} for {self.batch})"
         if len(s) == 2:
             return f"{shape(s)} is a pooled vector with no spatial extent"
+        if len(s) == 3 and site.pooling:
+            return f"{shape(s)} is pooled over a sequence ({site.type}): channels first, not tokens"
         if len(s) == 3:
             return self._tokens(s)
         if len(s) != 4:

@@ -29,6 +29,9 @@ _CHANNELS_FIRST = (
     nn.LocalResponseNorm,
 )
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# Pooling over a sequence reads (N, C, L), channels first: its (N, C, 1) output is a pooled
+# vector (Hugging Face Swin's pooler), never C tokens of one feature.
+_POOLING_1D = (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 _TAIL = (nn.LayerNorm, nn.Identity, nn.Dropout, nn.Flatten)
 
 
@@ -142,7 +145,7 @@ def _sites(named: list[tuple[str, nn.Module]], rows: dict[str, tuple]) -> list[S
         tail = "permute" in type(m).__name__.lower() or isinstance(m, _TAIL)
         leaf = next(m.children(), None) is None
         fmts = _formats(m)
-        pooling = isinstance(m, _POOLING)
+        pooling = isinstance(m, _POOLING + _POOLING_1D)
         sites.append(
             Site(name, type(m).__name__, c, d, ins, outs, leaf, *fmts, owner, pooling, tail)
         )
