@@ -109,3 +109,21 @@ def tiny_vit(num_classes: int = 5, seed: int = 0) -> nn.Module:
     )
     nn.init.normal_(vit.head.weight, std=0.5)
     return nn.Sequential(nn.Identity(), nn.Identity(), nn.Identity(), Trap(), vit)
+
+
+class StopAfter:
+    """A progress reporter that presses Ctrl-C once ``n`` steps have been reported."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def start(self, description: str, total: int):
+        def advance(k: int = 1) -> None:
+            self.seen += k
+            if self.seen >= self.n:
+                raise KeyboardInterrupt
+
+        return advance
+
+    def finish(self, description: str) -> None:
+        pass

@@ -15,7 +15,7 @@ from cnnlens import analysis as A
 from cnnlens.core import progress
 from cnnlens.core.geometry import kernel_of, same_padding, total_padding
 from cnnlens.models.base import LoadedModel, Preprocess
-from helpers import assert_unchanged, snapshot
+from helpers import StopAfter, assert_unchanged, snapshot
 
 
 # --------------------------------------------------------------------------- receptive fields
@@ -157,28 +157,10 @@ def test_index_values_and_bad_file(folder, tmp_path):
     assert idx.predictions()[0][e, 0] == int(probs.argmax())
 
 
-class _StopAfter:
-    """A progress reporter that presses Ctrl-C after ``n`` images."""
-
-    def __init__(self, n):
-        self.n, self.seen = n, 0
-
-    def start(self, description, total):
-        def advance(k=1):
-            self.seen += k
-            if self.seen >= self.n:
-                raise KeyboardInterrupt
-
-        return advance
-
-    def finish(self, description):
-        pass
-
-
 def test_resume_after_interruption_equals_one_run(folder, tmp_path):
     model = _tiny()
     whole = A.build_index(model, folder, tmp_path / "one", ["2"], batch_size=3, checkpoint_every=3)
-    with pytest.raises(KeyboardInterrupt), progress.reporting(_StopAfter(6)):
+    with pytest.raises(KeyboardInterrupt), progress.reporting(StopAfter(6)):
         A.build_index(model, folder, tmp_path / "two", ["2"], batch_size=3, checkpoint_every=3)
     state = json.loads((tmp_path / "two" / "state.json").read_text())
     assert state["done"] == 6

@@ -16,6 +16,7 @@ from cnnlens.core import progress
 from cnnlens.core.errors import ImageError
 from cnnlens.io import NoImagesError
 from cnnlens.models.base import LoadedModel, Preprocess
+from helpers import StopAfter
 
 
 def _model(seed: int = 0, name: str = "tiny") -> LoadedModel:
@@ -112,30 +113,12 @@ def test_append_stopped_before_recording_paths_leaves_a_valid_index(photos, tmp_
     _assert_same(grown, A.build_index(model, files, tmp_path / "once", ["2"], batch_size=1))
 
 
-class _StopAfter:
-    """A progress reporter that presses Ctrl-C after ``n`` images."""
-
-    def __init__(self, n):
-        self.n, self.seen = n, 0
-
-    def start(self, description, total):
-        def advance(k=1):
-            self.seen += k
-            if self.seen >= self.n:
-                raise KeyboardInterrupt
-
-        return advance
-
-    def finish(self, description):
-        pass
-
-
 def test_interrupted_append_continues_on_the_next_append(photos, tmp_path):
     model = _model()
     files = sorted(photos.iterdir())
     root = tmp_path / "idx"
     A.build_index(model, files[:2], root, ["2"], batch_size=1)
-    with pytest.raises(KeyboardInterrupt), progress.reporting(_StopAfter(3)):
+    with pytest.raises(KeyboardInterrupt), progress.reporting(StopAfter(3)):
         A.build_index(model, photos, root, append=True, batch_size=1, checkpoint_every=1)
     state = json.loads((root / "state.json").read_text())
     assert state["done"] == 5 and len(A.open_index(root)) == 8  # 2 + 3 of the 6 new
