@@ -14,7 +14,6 @@ import gc
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import cnnlens as cl
@@ -22,79 +21,9 @@ from cnnlens.core import sites
 from cnnlens.core.layers import default_layer
 from cnnlens.core.layouts import Layout, fits, layout_of, token_grids
 from cnnlens.core.sites import _formats
+from layout_toys import Blind, C, ChannelsLast, Tokens, Twin, weights
 
-C, K, S = 6, 3, 2  # channels, classes, patch stride: an 8x8 input gives a 4x4 grid
 METHODS = ["gradcam", "gradcampp", "layercam", "scorecam", "cam"]
-
-
-def weights(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"embed": (C, 3, S, S), "proj": (C, C), "fc": (K, C)}
-    out = {}
-    for name, shape in shapes.items():
-        out[name] = torch.randn(shape, generator=g) / shape[1] ** 0.5
-        out[name + "_b"] = torch.randn(shape[0], generator=g) * 0.1
-    return out
-
-
-class Twin(nn.Module):
-    """The reference: patch conv -> 1x1 conv ``proj`` -> GELU -> global mean -> fc."""
-
-    def __init__(self, w: dict):
-        super().__init__()
-        self.embed = nn.Conv2d(3, C, S, stride=S)
-        self.proj = nn.Conv2d(C, C, 1)
-        self.act = nn.GELU()
-        self.fc = nn.Linear(C, K)
-        with torch.no_grad():
-            self.embed.weight.copy_(w["embed"])
-            self.embed.bias.copy_(w["embed_b"])
-            self.proj.weight.copy_(w["proj"][:, :, None, None])
-            self.proj.bias.copy_(w["proj_b"])
-            self.fc.weight.copy_(w["fc"])
-            self.fc.bias.copy_(w["fc_b"])
-
-    def forward(self, x):
-        return self.fc(self.act(self.proj(self.embed(x))).mean((2, 3)))
-
-
-class ChannelsLast(nn.Module):
-    """The same function with ``proj`` an ``nn.Linear`` on an (N, h, w, C) map."""
-
-    def __init__(self, w: dict):
-        super().__init__()
-        twin = Twin(w)
-        self.embed, self.act, self.fc = twin.embed, twin.act, twin.fc
-        self.proj = nn.Linear(C, C)
-        with torch.no_grad():
-            self.proj.weight.copy_(w["proj"])
-            self.proj.bias.copy_(w["proj_b"])
-
-    def forward(self, x):
-        return self.fc(self.act(self.proj(self.embed(x).permute(0, 2, 3, 1))).mean((1, 2)))
-
-
-class Tokens(ChannelsLast):
-    """The same function on tokens: a class token, then the 4x4 patches row by row."""
-
-    def __init__(self, w: dict, token_name: str = "cls_token"):
-        super().__init__(w)
-        self.token_name = token_name
-        setattr(self, token_name, nn.Parameter(torch.randn(1, 1, C)))
-
-    def forward(self, x):
-        t = self.embed(x).flatten(2).transpose(1, 2)
-        cls = getattr(self, self.token_name).expand(len(x), -1, -1)
-        h = self.act(self.proj(torch.cat([cls, t], dim=1)))
-        return self.fc(h[:, 1:].mean(1))
-
-
-class Blind(ChannelsLast):
-    """Channels-last, but nothing says so: the linear map is functional, GELU the layer."""
-
-    def forward(self, x):
-        a = F.linear(self.embed(x).permute(0, 2, 3, 1), self.proj.weight, self.proj.bias)
-        return self.fc(self.act(a).mean((1, 2)))
 
 
 def _x(n: int = 2, seed: int = 1) -> torch.Tensor:

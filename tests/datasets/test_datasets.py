@@ -15,6 +15,7 @@ from cnnlens.datasets import (
     accuracy,
     box_masks,
     planted,
+    planted_cnn,
     read_coco,
     read_voc,
     train_planted,
@@ -287,7 +288,7 @@ def test_training_is_deterministic_and_returns_a_loaded_model():
 
 
 def test_gradcam_default_layer_keeps_a_fine_map():
-    net = trainer_module.planted_cnn(6, width=4)
+    net = planted_cnn(6, width=4)
     assert default_layer(net, (128, 128)) == "block4"
     shapes = {info.name: info.output_shape for info in trace_layers(net, (128, 128))}
     assert shapes["block4"] == (16, 32, 32)

@@ -33,9 +33,11 @@ class _Worker:
         import ray
 
         from ..models.base import LoadedModel
+        from .index import index_views
 
         loaded = model_ref if isinstance(model_ref, LoadedModel) else ray.get(model_ref)
         self.loaded, self.layers, self.thumb = loaded, list(layers), thumb
+        self.views = index_views(loaded, self.layers)
         self.max_pixels = max_pixels
 
     def __call__(self, batch: dict) -> dict:
@@ -51,7 +53,7 @@ class _Worker:
         x = torch.stack([it[0] for it in items]).to(self.loaded.device)
         net = self.loaded.net
         with preserved(net), torch.inference_mode(), capture(net, self.layers) as rec:
-            out = compute_batch(net, x, rec, self.layers)
+            out = compute_batch(net, x, rec, self.views)
         out["entry"] = np.asarray(batch["entry"], dtype=np.int64)
         out["thumb"] = np.stack([it[1].numpy() for it in items])
         out["error"] = np.asarray([it[3] for it in items], dtype=object)

@@ -33,6 +33,7 @@ from ..core.atomic import write_json_atomic
 from ..core.errors import ImageError
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
+from ..core.spatial import layer_views
 from ..io import DEFAULT_MAX_PIXELS, list_images
 from ..models.base import LoadedModel
 from .append import check_same_model, extend_index, new_images, weights_digest
@@ -68,14 +69,19 @@ def _fingerprint(paths: Sequence[str], layers: Sequence[str], model: str) -> str
 
 
 def _layer_shapes(loaded: LoadedModel, layers: Sequence[str]) -> dict[str, list[int]]:
+    """Per layer ``[C, h, w]`` as the index stores it (channels-last and token layers
+    read through :mod:`cnnlens.core.spatial`; a pooled vector is ``[C, 1, 1]``)."""
     spec = loaded.preprocess_spec
+    views = index_views(loaded, layers)
     with preserved(loaded.net), torch.inference_mode(), capture(loaded.net, layers) as rec:
         loaded.net(torch.zeros(1, 3, spec.crop, spec.crop, device=loaded.device))
-    shapes = {}
-    for name in layers:
-        a = rec.activations[name]
-        shapes[name] = list(a.shape[1:]) if a.dim() == 4 else [int(a[0].numel()), 1, 1]
-    return shapes
+    return {name: list(views[name](rec.activations[name]).shape[1:]) for name in layers}
+
+
+def index_views(loaded: LoadedModel, layers: Sequence[str]) -> dict:
+    """How each indexed layer's output reads as ``(N, C, h, w)`` at the model's input size."""
+    crop = loaded.preprocess_spec.crop
+    return layer_views(loaded.net, layers, (3, crop, crop))
 
 
 def _fields(loaded: LoadedModel, shapes: dict) -> dict:
@@ -259,6 +265,7 @@ def _new_index(loaded, root, files, layers, labels, dtype, thumb_size, ids: dict
 
 def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every, max_pixels):
     writer = IndexWriter(root, paths, layers)
+    views = index_views(loaded, layers)
     done = since = writer.done
     if done >= len(paths):
         return
@@ -276,7 +283,7 @@ def _run(loaded, root, paths, layers, batch_size, num_workers, checkpoint_every,
             capture(loaded.net, layers) as rec,
         ):
             for x, th, idx, errs in loader:
-                result = compute_batch(loaded.net, x.to(loaded.device), rec, layers)
+                result = compute_batch(loaded.net, x.to(loaded.device), rec, views)
                 writer.write(idx.numpy(), result, th.numpy(), errs)
                 done = int(idx[-1]) + 1
                 advance(len(idx))

@@ -39,6 +39,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..core.geometry import Kernel, UnsupportedGraph, kernel_of, trace_graph
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
+from ..core.spatial import layer_view
 from ..core.pointwise import POINTWISE_MODULES
 
 __all__ = [
@@ -225,13 +226,14 @@ def gradient_field(
     gen = torch.Generator().manual_seed(seed)
     p = next(net.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    view = layer_view(net, layer, (3, *input_size))  # channels-last and tokens too
     total = torch.zeros(input_size)
     with preserved(net), torch.enable_grad():
         for _ in range(trials):
             x = torch.randn(1, 3, *input_size, generator=gen).to(device).requires_grad_(True)
             with capture(net, [layer]) as rec:
                 net(x)
-            act = next(iter(rec.activations.values()))
+            act = view(next(iter(rec.activations.values())))
             (g,) = torch.autograd.grad(act[0, :, position[0], position[1]].sum(), x)
             total += g.detach().abs().sum(dim=(0, 1)).cpu()
     rows = torch.nonzero(total.sum(1) > 0).flatten()
@@ -253,10 +255,11 @@ def receptive_field(
         return analytic_field(net, layer, input_size)
     except UnsupportedGraph:
         pass
+    view = layer_view(net, layer, (3, *input_size))
     with preserved(net), torch.no_grad(), capture(net, [layer]) as rec:
         p = next(net.parameters(), None)
         net(torch.zeros(1, 3, *input_size, device=p.device if p is not None else "cpu"))
-    h, w = next(iter(rec.activations.values())).shape[-2:]
+    h, w = view(next(iter(rec.activations.values()))).shape[-2:]
     ci, cj = h // 2, w // 2
     top, left, bottom, right = gradient_field(net, layer, (ci, cj), input_size)
     jy, jx = max(1, math.floor(input_size[0] / h)), max(1, math.floor(input_size[1] / w))

@@ -15,15 +15,18 @@ from .store import TOP_K
 __all__ = ["IndexWriter", "compute_batch"]
 
 
-def compute_batch(net, x: torch.Tensor, rec, layers: Sequence[str]) -> dict[str, np.ndarray]:
+def compute_batch(net, x: torch.Tensor, rec, views: dict) -> dict[str, np.ndarray]:
     """One batch through ``net`` (inside ``capture(net, layers)`` as ``rec``) -> the rows to
-    store: ``pred_index``, ``pred_prob`` and per layer ``f:``, ``m:``, ``a:`` + name."""
+    store: ``pred_index``, ``pred_prob`` and per layer ``f:``, ``m:``, ``a:`` + name.
+
+    ``views`` maps each layer to the reading of its output as ``(N, C, h, w)``
+    (:func:`cnnlens.core.spatial.layer_views`), so ``a:`` is a row-major position on
+    the layer's own grid whatever its layout."""
     logits = net(x)
     probs, top = torch.softmax(logits.float(), 1).topk(min(TOP_K, logits.shape[1]), 1)
     out = {"pred_index": top.cpu().numpy(), "pred_prob": probs.cpu().numpy()}
-    for name in layers:
-        act = rec.activations[name]
-        a = act.flatten(2) if act.dim() == 4 else act.flatten(1).unsqueeze(2)
+    for name, view in views.items():
+        a = view(rec.activations[name]).flatten(2)
         m, arg = a.max(2)
         out["f:" + name] = a.float().mean(2).cpu().numpy()
         out["m:" + name], out["a:" + name] = m.float().cpu().numpy(), arg.cpu().numpy()

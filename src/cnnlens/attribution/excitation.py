@@ -76,6 +76,7 @@ from torch import nn
 from ..core.errors import MethodError
 from ..core.functional import Call, calling_module, intercepted
 from ..core.hooks import attached, out_of_place
+from ..core.layouts import Layout, layout_of
 from ..core.registry import register
 from ..core.targets import resolve_targets
 from ..core.tensors import MethodOutput, upsample
@@ -303,6 +304,8 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
     """EB (or c-EB) maps ``(N, T, H, W)``; ``layer=None`` means the input (EB only)."""
     net = model.net
     name = pick_layer(model, x, layer) if layer is not None or contrastive else None
+    # the layer's output read as (N, K, h, w) whatever its layout (refused if it cannot be)
+    lay = Layout("nchw") if name is None else layout_of(net, name, tuple(x.shape[1:]))
     xg = x.detach().requires_grad_(True)
     state = State(xg, _black(model, x))
     with out_of_place(net.modules()), attached(excitation_hooks(net, state, name)):
@@ -324,12 +327,10 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
             if name is None:
                 wrt = xg
                 base = (xg - (0.0 if state.black is None else state.black)).clamp_min(0)
-            elif isinstance(wrt, torch.Tensor) and wrt.dim() == 4 and wrt.requires_grad:
+            elif isinstance(wrt, torch.Tensor) and wrt.requires_grad:
                 base = wrt.detach().clamp_min(0)
             else:
-                raise MethodError(
-                    f"layer {name!r} must output a (N, K, h, w) feature map below the classifier"
-                )
+                raise MethodError(f"layer {name!r} must output a feature map below the classifier")
             scores = logits.gather(1, targets)
             if top is None:
                 scores = seeded(scores, targets, type(net).__name__)
@@ -340,7 +341,7 @@ def mwp_maps(model, x: torch.Tensor, target, layer, contrastive: bool) -> Method
                     state.dual = dual
                     last = j == targets.shape[1] - 1 and dual == contrastive
                     (g,) = torch.autograd.grad(scores[:, j].sum(), wrt, retain_graph=not last)
-                    mwp.append((base * g).sum(dim=1))
+                    mwp.append(lay.to_spatial(base * g).sum(dim=1))
                 maps.append((mwp[0] - mwp[1]).clamp_min(0) if contrastive else mwp[0])
         finally:
             state.sites.clear()  # no reference cycles through the graph

@@ -14,8 +14,9 @@ from . import scenic
 from .cues import CONFOUNDS
 from .dataset import PlantedDataset, planted
 from .planted import PlantedSample, PlantedSpec, render
+from .planted_nets import planted_cnn, planted_convnext, planted_vit
 from .readers import Annotation, Object, box_masks, read_coco, read_voc
-from .trainer import accuracy, cache_dir, planted_cnn, predict_planted, train_planted
+from .trainer import accuracy, cache_dir, predict_planted, train_planted
 
 __all__ = [
     "CONFOUNDS",
@@ -29,6 +30,8 @@ __all__ = [
     "cache_dir",
     "planted",
     "planted_cnn",
+    "planted_convnext",
+    "planted_vit",
     "predict_planted",
     "read_coco",
     "read_voc",

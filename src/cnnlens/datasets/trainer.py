@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import warnings
-from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ..models.base import LoadedModel, Preprocess
 from .cues import check_confound
 from .dataset import PlantedDataset
 from .planted import GENERATOR_VERSION, PlantedSpec
+from .planted_nets import DEFAULTS, build, check_arch
 
 MODEL_NAME = "planted-cnn"
 
@@ -49,38 +49,8 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "cnnlens"
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-            bn=nn.BatchNorm2d(c_out),
-            relu=nn.ReLU(),
-        )
-    )
-
-
-def planted_cnn(n_classes: int, width: int = 16) -> nn.Sequential:
-    """The planted-evidence classifier: ``block1..block4``, ``gap``, ``flatten``, ``fc``.
-
-    ``block4`` is the last spatial layer, which Grad-CAM's default layer lookup picks.
-    """
-    w = width
-    return nn.Sequential(
-        OrderedDict(
-            block1=_block(3, w, stride=2),
-            block2=_block(w, 2 * w),
-            pool=nn.MaxPool2d(2),
-            block3=_block(2 * w, 4 * w),
-            block4=_block(4 * w, 4 * w),
-            gap=nn.AdaptiveAvgPool2d(1),
-            flatten=nn.Flatten(),
-            fc=nn.Linear(4 * w, n_classes),
-        )
-    )
-
-
-def _settings(spec, confound, epochs, n_train, batch_size, lr, width, seed) -> dict:
-    return {
+def _settings(spec, confound, epochs, n_train, batch_size, lr, width, seed, arch) -> dict:
+    settings = {
         "generator": GENERATOR_VERSION,
         "spec": spec.to_dict(),
         "confound": confound,
@@ -91,6 +61,9 @@ def _settings(spec, confound, epochs, n_train, batch_size, lr, width, seed) -> d
         "width": width,
         "seed": seed,
     }
+    if arch != "cnn":  # the CNN's cache names predate the other architectures
+        settings["arch"] = arch
+    return settings
 
 
 def cache_path(settings: dict) -> Path:
@@ -98,21 +71,27 @@ def cache_path(settings: dict) -> Path:
     spec_key = PlantedSpec(**_spec_fields(settings["spec"])).key()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     variant = settings["confound"] or "clean"
-    return cache_dir() / "planted" / f"{MODEL_NAME}-{spec_key}-{variant}-{digest}.safetensors"
+    name = _model_name(settings.get("arch", "cnn"))
+    return cache_dir() / "planted" / f"{name}-{spec_key}-{variant}-{digest}.safetensors"
+
+
+def _model_name(arch: str) -> str:
+    return MODEL_NAME if arch == "cnn" else f"planted-{arch}"
 
 
 def _spec_fields(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def _wrap(net: nn.Module, spec: PlantedSpec, confound: str | None) -> LoadedModel:
+def _wrap(net: nn.Module, spec: PlantedSpec, confound: str | None, arch: str) -> LoadedModel:
     net.eval()
-    name = MODEL_NAME if confound is None else f"{MODEL_NAME}-{confound}"
+    base = _model_name(arch)
+    name = base if confound is None else f"{base}-{confound}"
     prep = Preprocess(crop=spec.size, resize=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     return LoadedModel(net=net, preprocess_spec=prep, class_names=spec.classes, name=name)
 
 
-def _fit(net, images_u8, labels, *, epochs, batch_size, lr, seed) -> None:
+def _fit(net, images_u8, labels, *, epochs, batch_size, lr, seed, name) -> None:
     gen = torch.Generator().manual_seed(seed)
     n = len(labels)
     steps = max(1, epochs * (n // batch_size or 1))
@@ -120,7 +99,7 @@ def _fit(net, images_u8, labels, *, epochs, batch_size, lr, seed) -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     # Channels-last convolutions train about 1.4x faster on CPU.
     net.to(memory_format=torch.channels_last).train()
-    with task(f"training {MODEL_NAME}", steps) as advance:
+    with task(f"training {name}", steps) as advance:
         done = 0
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen)
@@ -162,11 +141,12 @@ def train_planted(
     epochs: int = 8,
     n_train: int = 4000,
     batch_size: int = 32,
-    lr: float = 4e-3,
-    width: int = 16,
+    lr: float | None = None,
+    width: int | None = None,
     seed: int = 0,
     cache: bool = True,
     progress: bool = True,
+    arch: str = "cnn",
 ) -> LoadedModel:
     """Train (or load from the cache) the planted-evidence classifier.
 
@@ -174,13 +154,18 @@ def train_planted(
         spec: generator parameters (default ``PlantedSpec()``).
         confound: ``None`` (clean), ``"corner"`` or ``"brightness"``: which
             training set to use; the confounded model learns the shortcut.
-        epochs, n_train, batch_size, lr: training schedule (AdamW, one-cycle).
-        width: channels of the first block (the others have 2x and 4x).
+        epochs, n_train, batch_size, lr: training schedule (AdamW, one-cycle);
+            ``lr=None`` is the architecture's default (see ``planted_nets.DEFAULTS``).
+        width: the CNN's first-block channels (the others have 2x and 4x), the
+            ViT's token dimension, the ConvNeXt's first-stage channels; ``None``
+            is the architecture's default.
         seed: seeds the initial weights and the batch order (training on CPU
             is deterministic for a given seed and thread count).
         cache: read and write the weights cache (see :func:`cache_dir`).
         progress: report data drawing and training steps through
             :func:`cnnlens.core.progress.task`.
+        arch: ``"cnn"`` (the reference model), ``"vit"`` or ``"convnext"``
+            (torchvision's classes at a small size, see ``planted_nets``).
 
     Returns:
         A :class:`~cnnlens.LoadedModel` in eval mode, on the CPU, whose inputs
@@ -191,15 +176,18 @@ def train_planted(
 
     spec = spec or PlantedSpec()
     confound = check_confound(confound)
-    settings = _settings(spec, confound, epochs, n_train, batch_size, lr, width, seed)
+    defaults = DEFAULTS[check_arch(arch)]
+    lr = defaults["lr"] if lr is None else lr
+    width = defaults["width"] if width is None else width
+    settings = _settings(spec, confound, epochs, n_train, batch_size, lr, width, seed, arch)
     path = cache_path(settings)
     with torch.random.fork_rng(devices=[]):  # seed the initial weights, not the caller's RNG
         torch.manual_seed(seed)
-        net = planted_cnn(spec.n_classes, width)
+        net = build(arch, spec.n_classes, spec.size, width)
     if cache and path.is_file():
         try:
             net.load_state_dict(load_file(path))
-            return _wrap(net, spec, confound)
+            return _wrap(net, spec, confound, arch)
         except Exception as e:  # an unreadable cache entry is rebuilt, not fatal
             warnings.warn(f"retraining: cannot read cached weights {path} ({e})", stacklevel=2)
 
@@ -208,13 +196,22 @@ def train_planted(
             f"drawing {n_train} training images"
         )
         images, labels = torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
-        _fit(net, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        _fit(
+            net,
+            images,
+            labels,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            name=_model_name(arch),
+        )
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         meta = {"settings": json.dumps(settings, sort_keys=True)}
         atomic_write(path, lambda fh: fh.write(save(state, metadata=meta)))
-    return _wrap(net, spec, confound)
+    return _wrap(net, spec, confound, arch)
 
 
 def predict_planted(model: LoadedModel, data: PlantedDataset, batch_size: int = 200):

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..colormaps import colorize
 from ..core.hooks import capture, preserved
+from ..core.spatial import layer_views
 from ..models.base import LoadedModel
 from .grid import ColourScale, stack, tile
 from .presets import stages
@@ -126,10 +127,6 @@ def _single(x: torch.Tensor) -> torch.Tensor:
 
 def _maps(name: str, a: torch.Tensor) -> ActivationMaps:
     a = a[0].detach().float().cpu()
-    if a.dim() == 1:
-        a = a[:, None, None]
-    if a.dim() != 3:
-        raise ValueError(f"layer {name!r} outputs shape {tuple(a.shape)}; expected (C, h, w)")
     means = a.flatten(1).mean(dim=1)
     return ActivationMaps(name, a, means, torch.argsort(means, descending=True, stable=True))
 
@@ -152,9 +149,10 @@ def overview(
     loaded = LoadedModel.wrap(model)
     x = _single(x).to(loaded.device)
     names = list(layers) if layers is not None else stages(loaded, x.shape[-1])
+    views = layer_views(loaded.net, names, tuple(x.shape[1:]))
     with preserved(loaded.net), capture(loaded.net, names) as record:
         loaded.net(x)
-    return [_maps(n, record.activations[n]) for n in names]
+    return [_maps(n, views[n](record.activations[n])) for n in names]
 
 
 def overview_strip(

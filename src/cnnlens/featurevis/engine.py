@@ -16,17 +16,29 @@ import torch
 from torch import nn
 
 from ..core.hooks import StopForward, capture, stop_after
+from ..core.spatial import View, as_maps, layer_views
 from .objectives import LOGITS, Activations
+
+
+def views_for(net: nn.Module, layers: Sequence[str], input_shape) -> dict[str, View]:
+    """:func:`cnnlens.core.spatial.layer_views` of the layers among ``layers`` (not logits)."""
+    return layer_views(net, [n for n in dict.fromkeys(layers) if n != LOGITS], input_shape)
 
 
 @contextmanager
 def forward_fn(
-    net: nn.Module, layers: Sequence[str], *, early_stop: bool = True
+    net: nn.Module,
+    layers: Sequence[str],
+    *,
+    early_stop: bool = True,
+    views: dict[str, View] | None = None,
 ) -> Iterator[Callable[[torch.Tensor], Activations]]:
     """Yield ``fwd(x) -> Activations`` recording ``layers`` (and ``"logits"`` if listed).
 
     Hooks live only inside the block. With ``early_stop`` and no ``"logits"``
-    among ``layers``, the pass stops once every layer has run once.
+    among ``layers``, the pass stops once every layer has run once. ``views``
+    (:func:`cnnlens.core.spatial.layer_views`) turn each layer's output into
+    ``(B, C, h, w)`` whatever its layout (channels-last, tokens).
     """
     names = [n for n in dict.fromkeys(layers) if n != LOGITS]
     need_logits = LOGITS in layers
@@ -53,6 +65,7 @@ def forward_fn(
             for n, a in acts.items():
                 if not isinstance(a, torch.Tensor):
                     raise ValueError(f"layer {n!r} returns {type(a).__name__}, not a tensor")
+            acts = as_maps(views or {}, acts)
             if need_logits:
                 if not isinstance(out, torch.Tensor):
                     raise ValueError(
@@ -66,7 +79,7 @@ def forward_fn(
 
 
 def probe(
-    net: nn.Module, layers: Sequence[str], x: torch.Tensor
+    net: nn.Module, layers: Sequence[str], x: torch.Tensor, views: dict[str, View] | None = None
 ) -> tuple[dict[str, torch.Size], bool]:
     """Per-image output shapes of ``layers`` for input ``x`` (one full pass, no gradients).
 
@@ -78,7 +91,9 @@ def probe(
     names = [n for n in dict.fromkeys(layers) if n != LOGITS]
     with torch.no_grad(), capture(net, names) as record:
         out = net(x)
-    shapes = {n: record.activations[n].shape[1:] for n in names if n in record.activations}
+    raw = {n: record.activations[n] for n in names if n in record.activations}
+    acts = as_maps(views or {}, raw)
+    shapes = {n: a.shape[1:] for n, a in acts.items()}
     missing = [n for n in names if n not in shapes]
     if missing:
         raise ValueError(f"layer(s) {', '.join(missing)} did not run in the forward pass")

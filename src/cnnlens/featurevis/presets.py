@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..core.layers import trace_layers
+from ..core.layouts import Reader, spatial_layers
 from ..models.base import LoadedModel
 
 #: Tuned presets per model name (``LoadedModel.name``).
@@ -54,16 +54,17 @@ def stages(model: LoadedModel | nn.Module, size: int | None = None) -> list[str]
     modules = dict(loaded.net.named_modules())
     last: dict[tuple[int, int], str] = {}
     order: list[tuple[int, int]] = []
-    for info in trace_layers(loaded.net, (side, side)):
-        shape = info.output_shape
-        if shape is None or len(shape) != 3 or info.name.count(".") > 1:
+    shape = (3, side, side)
+    reader = Reader(loaded.net, shape)
+    # every layout counts (channels-last stages of a Swin, token blocks of a ViT)
+    for name, lay in spatial_layers(loaded.net, shape, reader):
+        if name.count(".") > 1 or isinstance(modules[name], _SKIP):
             continue
-        if isinstance(modules[info.name], _SKIP):
-            continue
-        res = (shape[1], shape[2])
+        out = reader.sites[reader.by_name[name]].out_shape
+        res = lay.grid or (tuple(out[1:3]) if lay.kind == "nhwc" else tuple(out[2:]))
         if res not in last:
             order.append(res)
-        last[res] = info.name
+        last[res] = name
     if not order:
         raise ValueError(f"{type(loaded.net).__name__} has no layer with a spatial feature map")
     return [last[r] for r in order]

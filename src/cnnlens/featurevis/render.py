@@ -32,7 +32,7 @@ from torch import nn
 from ..core import progress
 from ..core.hooks import preserved
 from ..models.base import LoadedModel
-from .engine import forward_fn, probe
+from .engine import forward_fn, probe, views_for
 from .objectives import Activations, Objective, as_objective
 from .params import PARAMS, ImageParam
 from .transforms import as_transform
@@ -169,11 +169,12 @@ def dream(
     with preserved(net), torch.enable_grad():
         side = input_size or size
         grey = torch.full((1, 3, side, side), 0.5, device=device)
-        shapes, reused = probe(net, layers, norm(grey))
+        views = views_for(net, layers, (3, side, side))
+        shapes, reused = probe(net, layers, norm(grey), views)
         for o in objs:
             o.check(shapes)
         with (
-            forward_fn(net, layers, early_stop=not reused) as fwd,
+            forward_fn(net, layers, early_stop=not reused, views=views) as fwd,
             progress.task(f"dream {', '.join(layers)}", steps * len(chunks)) as advance,
         ):
             done = 0
@@ -284,7 +285,8 @@ def evaluate(
     images = images.to(loaded.device, torch.float32)
     layers = sorted(set().union(*(o.layers for o in objs)))
     norm = loaded.preprocess_spec.normalize
-    with preserved(loaded.net), forward_fn(loaded.net, layers) as fwd:
+    views = views_for(loaded.net, layers, tuple(images.shape[1:]))
+    with preserved(loaded.net), forward_fn(loaded.net, layers, views=views) as fwd:
         acts = fwd(norm(images))
         acts.image = images
         return _scores(objs, acts, k)
@@ -300,6 +302,7 @@ def channel_means(model: LoadedModel | nn.Module, images: torch.Tensor, layer: s
     loaded = LoadedModel.wrap(model)
     images = images.to(loaded.device, torch.float32)
     norm = loaded.preprocess_spec.normalize
-    with preserved(loaded.net), forward_fn(loaded.net, [layer]) as fwd:
+    views = views_for(loaded.net, [layer], tuple(images.shape[1:]))
+    with preserved(loaded.net), forward_fn(loaded.net, [layer], views=views) as fwd:
         a = fwd(norm(images))[layer]
-    return a.flatten(2).mean(dim=2) if a.dim() == 4 else a
+    return a.flatten(2).mean(dim=2)
