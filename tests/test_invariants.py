@@ -14,6 +14,13 @@ import cnnlens as cl
 from cnnlens.core.layers import default_layer, trace_layers
 from cnnlens.models.base import LoadedModel
 from cnnlens.siam import SiamConfig, SiamModel
+from cnnlens.targets import (
+    ClassProbability,
+    EmbeddingSimilarity,
+    MultiLabel,
+    Regression,
+    Target,
+)
 from helpers import assert_unchanged, snapshot, tiny_cnn, tiny_vit
 
 METHODS = [m.name for m in cl.list_methods()]
@@ -112,6 +119,47 @@ BATCHED = [m.name for m in cl.list_methods() if "batch_size" in m.defaults]
 def test_bad_batch_size_is_refused(method, bad):
     with pytest.raises(ValueError, match="batch_size"):
         cl.attribute(tiny_cnn(), _x(), method, target=1, batch_size=bad)
+
+
+# ----------------------------------------------------------------------------- target kinds
+
+
+class Broken(Target):
+    """A target whose score raises, as a user's own target might."""
+
+    def score(self, output):
+        raise RuntimeError("score failure injected by the test")
+
+
+def _kinds():
+    """Four target kinds, two per image (segmentation and detection need their own models:
+    tests/test_targets_kinds.py)."""
+    ref = _x(1, seed=5)
+    return [
+        [ClassProbability(1), EmbeddingSimilarity(ref)],
+        [MultiLabel(3), Regression(2)],
+    ]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_takes_target_objects_or_refuses_and_leaves_the_model_unchanged(method):
+    net = _model_in_odd_state(method)
+    if method in TRANSFORMER:
+        nn.init.normal_(net[4].head.weight, std=0.5)  # the tiny ViT's head starts at zero
+    before = snapshot(net)
+    x = _x()
+    if cl.get_method(method).targets == "output":
+        with pytest.raises(cl.MethodError, match="methods that can"):
+            cl.attribute(net, x, method, target=_kinds())
+    else:
+        e = cl.attribute(net, x, method, target=_kinds())
+        assert e.maps.shape == (2, 2, 48, 48) and torch.isfinite(e.maps).all()
+        assert e.targets.tolist() == [[1, -1], [3, 2]]
+    assert_unchanged(before, net)
+    with pytest.raises((RuntimeError, cl.MethodError)) as err:
+        cl.attribute(net, x, method, target=Broken())
+    assert "injected" in str(err.value) or cl.get_method(method).targets == "output"
+    assert_unchanged(before, net)
 
 
 # ----------------------------------------------------------------------------- SIAM models
