@@ -175,13 +175,40 @@ def gradcam(
     )
 
 
-def _refuse(net, x, name: str, lin_name: str) -> MethodError:
+def _head(watch, lay: Layout, logits, linear, pooled_in):
+    """``(map, layout, ops, weight)`` of the map whose spatial mean is what the classifier
+    reads: the input of the last linear layer (``weight`` its matrix) or, with no linear
+    layer after it, the output itself (``weight`` None: SqueezeNet's class maps); else None."""
+    wanted = []
+    if linear is not None and isinstance(pooled_in, torch.Tensor) and pooled_in.dim() == 2:
+        if isinstance(logits, torch.Tensor) and logits.shape[-1] == linear.out_features:
+            wanted.append((pooled_in, linear.weight))
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+        wanted.append((logits, None))
+    for t, t_lay, ops in watch.pooled(lay):
+        acts = t_lay.to_spatial(t)
+        gap = acts.mean(dim=(2, 3))
+        tol = 1e-4 * float(gap.abs().max().clamp_min(1.0))
+        for vec, weight in wanted:
+            if acts.shape[:2] == vec.shape and bool((gap - vec).abs().max() <= tol):
+                return acts, t_lay, ops, weight
+    return None
+
+
+def _refuse(net, x, name: str, lin_name: str | None) -> MethodError:
     default = default_layer(net, tuple(x.shape[-2:]))
+    reads = "is the output" if lin_name is None else f"feeds {lin_name!r}"
     if name != default:
         return MethodError(
-            f"CAM needs the layer whose global average pooling feeds {lin_name!r}, and "
-            f"{name!r} is not it; leave layer unset for the default ({default!r}), or use "
-            "method='gradcam', which takes any layer."
+            f"CAM needs the layer whose global average pooling {reads}, and {name!r} is not "
+            f"it; leave layer unset for the default ({default!r}), or use method='gradcam', "
+            "which takes any layer."
+        )
+    if lin_name is None:
+        return MethodError(
+            f"CAM needs global average pooling of {name!r} (or of a pointwise function of it) "
+            f"feeding a final nn.Linear, or being the output itself; {type(net).__name__} has "
+            "neither. Use method='gradcam', which works on any architecture."
         )
     return MethodError(
         f"CAM needs global average pooling of {name!r} (or of a pointwise function of it) "
@@ -214,18 +241,16 @@ def cam(
     The head is found automatically: the last ``nn.Linear`` to run must receive
     exactly the spatial mean of the map the pooling consumes, which is ``layer``'s
     output or a pointwise function of it (checked numerically). ``extras["pooled"]``
-    names the operations followed, e.g. ``"features -> relu"``.
+    names the operations followed, e.g. ``"features -> relu"``. When the pooled mean
+    is the output itself (SqueezeNet and network-in-network heads: a 1x1 convolution
+    makes one map per class, then global average pooling), class ``c``'s map is
+    channel ``c``, whose mean is its logit.
 
     Raises:
         MethodError: the model has another kind of head; use Grad-CAM instead.
     """
     net = model.net
     linears = {n: m for n, m in net.named_modules() if isinstance(m, nn.Linear)}
-    if not linears:
-        raise MethodError(
-            f"CAM needs a final nn.Linear after global average pooling; {type(net).__name__} "
-            "has none. Use method='gradcam', which works on any architecture."
-        )
     over = overrides(layout, grid, prefix, reshape)
     name = pick_layer(model, x, layer)
     module = resolve_layer(net, name)[1]
@@ -238,27 +263,17 @@ def cam(
         logits = net(x)
     lay = read_layout(model, x, name, seen, over)
     ran = [s.name for s in seen.sites if s.name in linears] or list(linears)
-    lin_name = ran[-1]  # the last linear layer to finish: the classifier
-    linear = linears[lin_name]
-    pooled_in = rec.inputs.get(lin_name)
-    found = None
-    if isinstance(pooled_in, torch.Tensor) and pooled_in.dim() == 2:
-        for t, t_lay, ops in watch.pooled(lay):
-            acts = t_lay.to_spatial(t)
-            if acts.shape[:2] != pooled_in.shape or logits.shape[1] != linear.out_features:
-                continue
-            gap = acts.mean(dim=(2, 3))
-            tol = 1e-4 * float(gap.abs().max().clamp_min(1.0))
-            if bool((gap - pooled_in).abs().max() <= tol):
-                found = (acts, t_lay, ops)
-                break
+    lin_name = ran[-1] if ran else None  # the last linear layer to finish: the classifier
+    found = _head(watch, lay, logits, linears.get(lin_name), rec.inputs.get(lin_name))
     if found is None:
         raise _refuse(net, x, name, lin_name)
-    acts, t_lay, ops = found
+    acts, t_lay, ops, weight = found
     with torch.no_grad():
         targets = resolve_targets(target, x.shape[0], logits)
-        weights = linear.weight[targets]  # (N, T, K)
-        maps = torch.einsum("ntk,nkhw->nthw", weights.to(acts.dtype), acts)
+        if weight is None:  # the pooled map is the output itself: channel c is class c's map
+            maps = acts.gather(1, targets[:, :, None, None].expand(-1, -1, *acts.shape[2:]))
+        else:
+            maps = torch.einsum("ntk,nkhw->nthw", weight[targets].to(acts.dtype), acts)
     extras = layer_extras(name, lay)
     extras["pooled"] = " -> ".join((name, *ops))
     return MethodOutput(upsample(maps, tuple(x.shape[-2:])), targets, extras)
