@@ -35,6 +35,11 @@ METHODS = {
     "convnext": ["gradcam", "gradcampp", "layercam", "occlusion", "rise"],
 }
 EXTRA = ["integrated_gradients", "smoothgrad", "gradient"]
+# The ViT's occluder covers one 8-px patch, i.e. one token (stride half of it); the
+# suite's default for 96-px images, a 12-px window, straddles patches and is reported
+# as a variant.
+PARAMS = {"vit": {"occlusion": {"window": 8, "stride": 4}}}
+VARIANTS = {"vit": [("occlusion", {"window": 12, "stride": 6})]}
 
 
 def _pointing(suite, method: str, **params) -> tuple[float, str]:
@@ -76,7 +81,7 @@ def run_arch(arch: str, n_images: int, out: Path) -> dict:
     trained = time.perf_counter() - start
     acc = accuracy(suite.model, planted("test", 500, spec=spec))
     methods = METHODS[arch] + EXTRA
-    res = run_benchmark(suite, methods, out / arch, sanity_images=0)
+    res = run_benchmark(suite, methods, out / arch, sanity_images=0, params=PARAMS.get(arch))
     rows = []
     for m in [*methods, "centre", "random"]:
         r = res.row(m)
@@ -97,6 +102,11 @@ def run_arch(arch: str, n_images: int, out: Path) -> dict:
         "rows": rows,
         "failures": res.failures,
     }
+    report["method_params"] = PARAMS.get(arch, {})
+    report["variants"] = [
+        {"method": m, "params": p, "pointing": _pointing(suite, m, **p)[0]}
+        for m, p in VARIANTS.get(arch, [])
+    ]
     if arch == "vit":
         from cnnlens.core.layers import default_layer
 
@@ -140,6 +150,14 @@ def page(reports: list[dict], meta: dict) -> str:
                 f"{_f(row['relevance_mass'])} | {_f(row['insertion_auc'])} | "
                 f"{_f(row['s_per_image'])} |"
             )
+        if r.get("method_params"):
+            extra = json.dumps(r["method_params"])
+            lines += ["", f"Method settings beyond the suite's: `{extra}`."]
+        for v in r.get("variants", []):
+            lines += [
+                "",
+                f"{v['method']} with `{json.dumps(v['params'])}`: pointing {_f(v['pointing'])}.",
+            ]
         if r.get("failures"):
             lines += ["", "Failures: " + "; ".join(map(str, r["failures"]))]
         if r.get("gradcam_layers"):

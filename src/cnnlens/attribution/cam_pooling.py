@@ -11,10 +11,12 @@ shape, and records the input of the first global average pooling it reaches.
 
 Followed: elementwise activations, dropout (eval), ``clone``/``contiguous``/
 ``to``, batch norm on a channels-first map, layer norm over the channels of a
-channels-last map or tokens, the two permutes between NCHW and NHWC, and
-``x[:, k:]`` dropping exactly the ``k`` special tokens. Recognised
-pools: ``adaptive_avg_pool2d(., 1)`` and ``mean`` over exactly the spatial
-dimensions (NCHW, NHWC, or tokens without special tokens). Anything else (a
+channels-last map or tokens, the two permutes between NCHW and NHWC,
+``x[:, k:]`` dropping exactly the ``k`` special tokens, and ``transpose(1, 2)`` of
+tokens without special tokens (``(N, C, L)``, Hugging Face Swin's pooler input).
+Recognised pools: ``adaptive_avg_pool2d(., 1)``, ``adaptive_avg_pool1d(., 1)`` of
+transposed tokens, and ``mean`` over exactly the spatial dimensions (NCHW, NHWC, or
+tokens without special tokens). Anything else (a
 convolution, an addition, reading the class token) ends the trail, and CAM
 refuses as before.
 """
@@ -39,8 +41,20 @@ ELEMENTWISE = frozenset(
 _SPATIAL = {"nchw": {2, 3}, "nhwc": {1, 2}}
 
 
-FOLLOWED = ELEMENTWISE | {"batch_norm", "layer_norm", "permute", "__getitem__"}
-POOLS = frozenset({"adaptive_avg_pool2d", "mean"})
+FOLLOWED = ELEMENTWISE | {"batch_norm", "layer_norm", "permute", "transpose", "__getitem__"}
+POOLS = frozenset({"adaptive_avg_pool2d", "adaptive_avg_pool1d", "mean"})
+
+
+class ChannelsFirstTokens:
+    """``(N, C, h*w)`` (tokens transposed) -> ``(N, C, h, w)``: a re-indexing only."""
+
+    def __init__(self, grid: tuple[int, int]):
+        self.grid = tuple(grid)
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(len(t), t.shape[1], *self.grid)
+
+
 # One call on the trail: its name and what decides how it acts on a layout.
 Step = tuple[str, tuple]
 
@@ -58,9 +72,12 @@ def _detail(name: str, args: tuple, kwargs: dict, t: torch.Tensor) -> tuple:
         return tuple(rest)
     if name == "layer_norm":
         return (tuple(_arg(args, kwargs, 1, "normalized_shape") or ()), t.shape[-1])
-    if name == "adaptive_avg_pool2d":
+    if name in ("adaptive_avg_pool2d", "adaptive_avg_pool1d"):
         size = _arg(args, kwargs, 1, "output_size")
-        return (size in (1, (1, 1), [1, 1]),)
+        return (size in (1, (1,), [1], (1, 1), [1, 1]),)
+    if name == "transpose":
+        dims = (_arg(args, kwargs, 1, "dim0"), _arg(args, kwargs, 2, "dim1"))
+        return tuple(sorted(d % t.dim() for d in dims)) if None not in dims else ()
     if name == "__getitem__":  # x[:, k:] drops k special tokens
         key = _arg(args, kwargs, 1, "key")
         if isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None):
@@ -90,6 +107,10 @@ def _after(step: Step, lay: Layout) -> Layout | None:
         if lay.kind == "tokens" and detail == (lay.prefix,):
             return Layout("tokens", lay.grid, 0)
         return None
+    if name == "transpose":
+        if lay.kind == "tokens" and lay.prefix == 0 and detail == (1, 2):
+            return Layout("custom", lay.grid, reshape=ChannelsFirstTokens(lay.grid))
+        return None
     if name == "permute":
         if lay.kind == "nhwc" and detail == (0, 3, 1, 2):
             return Layout("nchw")
@@ -103,6 +124,8 @@ def _pools(step: Step, lay: Layout) -> bool:
     name, detail = step
     if name == "adaptive_avg_pool2d":
         return lay.kind == "nchw" and detail == (True,)
+    if name == "adaptive_avg_pool1d":
+        return isinstance(lay.reshape, ChannelsFirstTokens) and detail == (True,)
     if lay.kind == "tokens":
         return lay.prefix == 0 and detail == (1,)
     return set(detail) == _SPATIAL.get(lay.kind)
