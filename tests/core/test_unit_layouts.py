@@ -105,16 +105,17 @@ def test_the_dataset_index_stores_the_reference_features_and_positions(kind, tmp
     assert idx["got"].field_size("proj") == idx["ref"].field_size("proj") == (2, 2)
 
 
+@pytest.mark.parametrize("method", ["excitation_backprop", "contrastive_excitation_backprop"])
 @pytest.mark.parametrize("kind", [ChannelsLast, PlainTokens], ids=IDS)
-def test_excitation_backprop_at_a_layer_sums_channels_where_they_are(kind):
+def test_excitation_backprop_at_a_layer_sums_channels_where_they_are(kind, method):
     # (a learned class token is a parameter outside any linear layer: EB refuses Tokens)
     w, x = weights(), _x()
-    ref = cl.attribute(Twin(w, nn.ReLU), x, "excitation_backprop", target=[0, 2], layer="proj")
-    got = cl.attribute(kind(w, act=nn.ReLU), x, "excitation_backprop", target=[0, 2], layer="proj")
+    ref = cl.attribute(Twin(w, nn.ReLU), x, method, target=[0, 2], layer="proj")
+    got = cl.attribute(kind(w, act=nn.ReLU), x, method, target=[0, 2], layer="proj")
     assert ref.maps.std() > 1e-4
     torch.testing.assert_close(got.maps, ref.maps, atol=1e-5, rtol=1e-4)
     with pytest.raises(cl.MethodError, match="parameters of its own"):
-        cl.attribute(Tokens(w, act=nn.ReLU), x, "excitation_backprop", target=0, layer="proj")
+        cl.attribute(Tokens(w, act=nn.ReLU), x, method, target=0, layer="proj")
 
 
 def test_a_layer_that_is_no_map_is_refused_with_its_shape():
