@@ -576,8 +576,10 @@ def test_cam_refuses_global_max_pooling():
         cl.attribute(net, image(RAMP4, A1_4x4), "cam")
 
 
-def test_cam_refuses_a_model_without_linear_layer():
-    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+def test_cam_refuses_a_model_without_linear_layer_or_class_maps():
+    # max pooling, not an average: no class map's mean is the output (a GAP head of class
+    # maps is CAM's own case, tests/attribution/test_cam_heads.py)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten())
     with pytest.raises(cl.MethodError, match="gradcam"):
         cl.attribute(net, torch.rand(1, 3, 4, 4), "cam")
 

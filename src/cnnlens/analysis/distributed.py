@@ -33,7 +33,7 @@ class _Worker:
         import ray
 
         from ..models.base import LoadedModel
-        from .index import index_views
+        from .writer import index_views
 
         loaded = model_ref if isinstance(model_ref, LoadedModel) else ray.get(model_ref)
         self.loaded, self.layers, self.thumb = loaded, list(layers), thumb

@@ -33,13 +33,12 @@ from ..core.atomic import write_json_atomic
 from ..core.errors import ImageError
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
-from ..core.spatial import layer_views
 from ..io import DEFAULT_MAX_PIXELS, list_images
 from ..models.base import LoadedModel
 from .append import check_same_model, extend_index, new_images, weights_digest
 from .images import ImageFiles
 from .store import FORMAT_VERSION, TOP_K, FeatureIndex, IndexFolderError, layer_dir, open_index
-from .writer import IndexWriter, compute_batch
+from .writer import IndexWriter, compute_batch, index_views
 
 __all__ = ["build_index", "read_label_csv"]
 
@@ -76,12 +75,6 @@ def _layer_shapes(loaded: LoadedModel, layers: Sequence[str]) -> dict[str, list[
     with preserved(loaded.net), torch.inference_mode(), capture(loaded.net, layers) as rec:
         loaded.net(torch.zeros(1, 3, spec.crop, spec.crop, device=loaded.device))
     return {name: list(views[name](rec.activations[name]).shape[1:]) for name in layers}
-
-
-def index_views(loaded: LoadedModel, layers: Sequence[str]) -> dict:
-    """How each indexed layer's output reads as ``(N, C, h, w)`` at the model's input size."""
-    crop = loaded.preprocess_spec.crop
-    return layer_views(loaded.net, layers, (3, crop, crop))
 
 
 def _fields(loaded: LoadedModel, shapes: dict) -> dict:

@@ -39,8 +39,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..core.geometry import Kernel, UnsupportedGraph, kernel_of, trace_graph
 from ..core.hooks import capture, preserved
 from ..core.names import resolve_layer
-from ..core.spatial import layer_view
 from ..core.pointwise import POINTWISE_MODULES
+from ..core.spatial import layer_view
 
 __all__ = [
     "Field1D",

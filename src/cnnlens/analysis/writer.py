@@ -10,9 +10,16 @@ import numpy as np
 import torch
 
 from ..core.atomic import write_json_atomic
+from ..core.spatial import layer_views
 from .store import TOP_K
 
-__all__ = ["IndexWriter", "compute_batch"]
+__all__ = ["IndexWriter", "compute_batch", "index_views"]
+
+
+def index_views(loaded, layers: Sequence[str]) -> dict:
+    """How each indexed layer's output reads as ``(N, C, h, w)`` at the model's input size."""
+    crop = loaded.preprocess_spec.crop
+    return layer_views(loaded.net, layers, (3, crop, crop))
 
 
 def compute_batch(net, x: torch.Tensor, rec, views: dict) -> dict[str, np.ndarray]:
