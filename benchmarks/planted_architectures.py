@@ -3,6 +3,8 @@
 
     python benchmarks/planted_architectures.py [--images 100] [--archs vit,convnext]
 
+With ``--archs`` only those networks are re-run; the others are kept from the JSON.
+
 No pretrained ViT weights exist offline, so both networks are trained here on the
 planted-evidence data (torchvision's ``VisionTransformer`` with a convolutional stem and
 ``ConvNeXt`` at a small size, see ``cnnlens.datasets.planted_nets``), cached like the
@@ -72,6 +74,7 @@ def layer_sweep(suite) -> list[dict]:
 
 def run_arch(arch: str, n_images: int, out: Path) -> dict:
     from cnnlens.datasets import PlantedSpec, accuracy, planted
+    from cnnlens.datasets.planted_nets import DEFAULTS
     from cnnlens.evaluation import planted_suite, run_benchmark
 
     spec = PlantedSpec(size=SIZE)
@@ -97,6 +100,7 @@ def run_arch(arch: str, n_images: int, out: Path) -> dict:
         "params": sum(p.numel() for p in suite.model.net.parameters()),
         "test_accuracy": acc,
         "train": train,
+        "lr": DEFAULTS[arch]["lr"],
         "train_or_load_s": round(trained, 1),
         "n_test": n_images,
         "rows": rows,
@@ -137,8 +141,9 @@ def page(reports: list[dict], meta: dict) -> str:
         lines += [
             f"## {r['arch']}: {r['model']}",
             "",
-            f"{r['params']:,} parameters, test accuracy {r['test_accuracy']:.3f} "
-            f"(500 images); maps on {r['n_test']} test images.",
+            f"{r['params']:,} parameters, trained at a peak learning rate of "
+            f"{r.get('lr', '?')}; test accuracy {r['test_accuracy']:.3f} (500 images); "
+            f"maps on {r['n_test']} test images.",
             "",
             "| method | pointing | pointing (difficult) | relevance mass | insertion AUC "
             "| s / image |",
@@ -184,19 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    reports = []
+    # reports of architectures not re-run are kept from the existing JSON
+    path = DOCS / "planted_architectures.json"
+    kept = json.loads(path.read_text())["reports"] if path.is_file() else []
+    by_arch = {r["arch"]: r for r in kept}
     for arch in args.archs.split(","):
-        r = run_arch(arch, args.images, args.out)
-        reports.append(r)
+        by_arch[arch] = run_arch(arch, args.images, args.out)
+        r = by_arch[arch]
         print(json.dumps({k: v for k, v in r.items() if k != "train"}, indent=1, default=str))
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    (DOCS / "planted_architectures.json").write_text(
-        json.dumps({"meta": meta, "reports": reports}, indent=1, default=str) + "\n"
-    )
+    reports = [by_arch[a] for a in METHODS if a in by_arch]
+    path.write_text(json.dumps({"meta": meta, "reports": reports}, indent=1, default=str) + "\n")
     (DOCS / "planted_architectures.md").write_text(page(reports, meta))
     return 0
 
