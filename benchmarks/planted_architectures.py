@@ -79,7 +79,8 @@ def run_arch(arch: str, n_images: int, out: Path) -> dict:
 
     spec = PlantedSpec(size=SIZE)
     start = time.perf_counter()
-    train = {**TRAIN, "arch": arch}
+    # the learning rate is spelled out so that the map cache's fingerprint changes with it
+    train = {**TRAIN, "arch": arch, "lr": DEFAULTS[arch]["lr"]}
     suite = planted_suite(n_images, 20, 0, spec=spec, confound=None, train=train)
     trained = time.perf_counter() - start
     acc = accuracy(suite.model, planted("test", 500, spec=spec))

@@ -18,7 +18,7 @@ ARCHS = ("cnn", "vit", "convnext")
 DEFAULTS = {
     "cnn": {"width": 16, "lr": 4e-3},
     "vit": {"width": 64, "lr": 1e-3},
-    "convnext": {"width": 32, "lr": 2e-3},
+    "convnext": {"width": 32, "lr": 1e-3},
 }
 
 
