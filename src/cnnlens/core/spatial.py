@@ -61,7 +61,8 @@ def layer_view(net: nn.Module, layer: str, input_shape: tuple[int, ...]) -> View
     out = None if idx is None else reader.sites[idx].out_shape
     if out is not None and len(out) == 2:
         return _vector
-    return _spatial(layout_of(net, name, tuple(input_shape)), name)
+    # the reader's trace serves layout_of too (no second Reader over the same sites)
+    return _spatial(layout_of(net, name, tuple(input_shape), sites=reader.sites), name)
 
 
 def layer_views(
