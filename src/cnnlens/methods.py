@@ -21,8 +21,11 @@ from .attribution import (  # noqa: F401  (importing registers the methods)
     gradient,
     guided,
     integrated,
+    kernel_shap,
+    lime,
     occlusion,
     rise,
+    shapley,
     smoothgrad,
     transformer,
 )
