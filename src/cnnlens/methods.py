@@ -17,8 +17,10 @@ import torch
 from .attribution import (  # noqa: F401  (importing registers the methods)
     cam,
     cam_variants,
+    deeplift,
     excitation,
     gradient,
+    gradient_shap,
     guided,
     integrated,
     kernel_shap,
