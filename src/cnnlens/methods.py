@@ -16,9 +16,13 @@ import torch
 
 from .attribution import (  # noqa: F401  (importing registers the methods)
     cam,
+    cam_ablation,
+    cam_eigen,
+    cam_gradients,
     cam_variants,
     deeplift,
     excitation,
+    fullgrad,
     gradient,
     gradient_shap,
     guided,
