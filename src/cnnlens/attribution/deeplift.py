@@ -89,7 +89,8 @@ class Tape:
         self.phase, self.depth, self.count, self.inv = phase, 0, 0, inv
 
     def end_reference(self) -> None:
-        """Back to ``"off"``; refuse when the two passes met different nonlinearities."""
+        """Back to ``"off"`` and settle the multipliers; refuse when the two passes met
+        different nonlinearities."""
         counts = (self.calls, self.count)
         self.phase = "off"
         if counts[0] != counts[1]:
@@ -97,6 +98,9 @@ class Tape:
                 f"DeepLIFT met {counts[0]} nonlinearities on the input and {counts[1]} on the "
                 f"reference: the model's control flow depends on the values. {ALTERNATIVES}."
             )
+        with torch.no_grad():
+            for slot in self.slots.values():
+                slot.settle()
 
     def tick(self) -> int:
         self.count += 1
@@ -265,7 +269,8 @@ def deeplift_per_channel(
     """
     check_batch_size(batch_size)
     n, k = index.shape
-    fast = FastNet.of(model.net, x)
+    # the channels-last copy pays off over many passes only (it costs about one pass)
+    fast = FastNet.of(model.net, x) if n * k >= 8 else FastNet.plain(model.net)
     x = x.detach()
     targets = None
     if needs_logits(target):
@@ -283,8 +288,9 @@ def deeplift_per_channel(
             r = torch.arange(rows.start, rows.stop, device=x.device)
             i, ids = r // k, index.view(-1)[r]
             uniq, inv = torch.unique(ids, return_inverse=True)
+            lined_up = len(uniq) == len(ids) and bool((uniq == ids).all())
             xr = fast.prepare(x[i]).requires_grad_(True)
-            tape.begin("x", inv)
+            tape.begin("x", None if lined_up else inv)
             logits = fast.net(xr)
             if targets is None:
                 targets = resolve_targets(target, n, logits.new_empty(n, logits.shape[1]))
@@ -294,7 +300,7 @@ def deeplift_per_channel(
                 sums = torch.zeros(n * k, t, dtype=torch.float64, device=x.device)
                 gaps = torch.zeros_like(sums)
             scores = logits.gather(1, targets[i])
-            tape.begin("ref", inv)
+            tape.begin("ref", None if lined_up else inv)
             with torch.no_grad():
                 ref_scores = fast.net(fast.prepare(refs[uniq]))[inv].gather(1, targets[i])
             tape.end_reference()

@@ -152,9 +152,9 @@ class Slot:
     def __init__(self, z: torch.Tensor, y: torch.Tensor, fn=None, behaviour=None, idx=None):
         self.z, self.y, self.fn, self.behaviour, self.idx = z, y, fn, behaviour, idx
         self.version = z._version
-        self.z0 = self.y0 = self.idx0 = self.inv = None
+        self.z0 = self.y0 = self.idx0 = self.inv = self.m = None
 
-    def fill(self, z0: torch.Tensor, y0: torch.Tensor, inv: torch.Tensor, idx0=None) -> None:
+    def fill(self, z0: torch.Tensor, y0: torch.Tensor, inv: torch.Tensor | None, idx0=None) -> None:
         if z0.shape[1:] != self.z.shape[1:] or y0.shape[1:] != self.y.shape[1:]:
             raise MethodError(
                 "DeepLIFT's reference pass met a nonlinearity of another shape than the input's "
@@ -172,7 +172,24 @@ class Slot:
                 "an activation's input was modified in place after the activation ran, so "
                 f"DeepLIFT cannot read z - z0 there. {ALTERNATIVES}."
             )
-        return self.z - self.z0[self.inv], self.y - self.y0[self.inv]
+        return self.z - self.reference(self.z0), self.y - self.reference(self.y0)
+
+    def reference(self, t: torch.Tensor) -> torch.Tensor:
+        """Reference rows ``t`` lined up with the input rows (``inv`` None: they already are)."""
+        return t if self.inv is None else t[self.inv]
+
+    def settle(self) -> None:
+        """Once both passes ran: the rescale multiplier ``m`` of an activation, computed
+        once for every target (max pooling keeps its tensors: its rule needs the gradient)."""
+        if self.idx is not None:
+            return
+        dz, dy = self.deltas()
+        m = dy.div_(dz)  # inf or nan where dz is 0: replaced below
+        near = dz.abs_() < EPS
+        if bool(near.any()):
+            slope = _slope(self.fn, self.z, self.behaviour)
+            m = torch.where(near, slope.to(m.dtype), m)
+        self.m, self.z0, self.y0, self.y = m, None, None, None
 
 
 class _Ruled(torch.autograd.Function):
@@ -189,13 +206,9 @@ class Rescale(_Ruled):
 
     @staticmethod
     def backward(ctx, grad):
-        slot = ctx.slot
-        dz, dy = slot.deltas()
-        near = dz.abs() < EPS
-        m = dy / torch.where(near, torch.ones_like(dz), dz)
-        if bool(near.any()):
-            slope = _slope(slot.fn, slot.z.detach(), slot.behaviour).to(dz.dtype)
-            m = torch.where(near, slope, m)
+        m = ctx.slot.m
+        if m is None:
+            raise MethodError("DeepLIFT's reference pass did not reach every nonlinearity")
         return grad * m, None, None
 
 
@@ -206,7 +219,7 @@ class MaxPool(_Ruled):
     def backward(ctx, grad):
         s = ctx.slot
         dz, _ = s.deltas()
-        y0, idx0 = s.y0[s.inv], s.idx0[s.inv]
+        y0, idx0 = s.reference(s.y0), s.reference(s.idx0)
         top = torch.maximum(s.y, y0)
         flat = dz.flatten(2)
         moved = torch.zeros_like(flat)
