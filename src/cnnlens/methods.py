@@ -29,6 +29,7 @@ from .attribution import (  # noqa: F401  (importing registers the methods)
     integrated,
     kernel_shap,
     lime,
+    lrp,
     occlusion,
     rise,
     shapley,
