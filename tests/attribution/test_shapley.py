@@ -223,3 +223,21 @@ def test_kernel_shap_coalition_sizes_follow_the_shapley_kernel():
     torch.testing.assert_close(sizes[1:d], expected / expected.sum(), atol=0.01, rtol=0)
     assert sizes[0] == 0 and sizes[d] == 0
     assert ks.shapley_kernel_coalitions(5, 1, torch.Generator()).shape == (0, 1)
+
+
+def test_the_folded_copy_runs_and_scores_as_the_model_does(game):
+    from torch import fx
+
+    from cnnlens.attribution.segments import folded
+    from cnnlens.core.batching import FastNet
+
+    net, x, _, _ = game
+    plain = FastNet.of(net, x)
+    batch = torch.randn(6, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        fast = folded(plain, x, plain(x))
+        assert isinstance(fast.net, fx.GraphModule)  # batch norm folded, clamps fused
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.net.modules())
+        torch.testing.assert_close(fast(batch), net(batch), atol=1e-5, rtol=1e-5)
+        # a copy whose logits disagree with the model's is not used
+        assert folded(plain, x, plain(x) + 1.0) is plain

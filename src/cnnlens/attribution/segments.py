@@ -29,7 +29,12 @@ colour of a mean/std-normalised model), ``"mean"`` (the image's mean colour), ``
 Scoring: the coalitions of one image are scored ``batch_size`` images per forward pass on
 a channels-last copy of the model (:class:`~cnnlens.core.batching.FastNet`) under
 ``torch.inference_mode``; each perturbed batch is written straight into the model's
-memory layout. A coalition drawn several times is run once (the model is deterministic,
+memory layout. On the CPU that copy is, where ``torch.fx`` can trace the model, the
+incremental-occlusion engine's graph (:func:`cnnlens.attribution.incremental.graph.trace`):
+eval batch norms folded into the convolutions before them and ReLU / ReLU6 clamps fused
+into them, the same arithmetic up to float round-off; its logits on ``x`` must match the
+model's (else the plain copy runs), which roughly halves the time of a pass on
+EfficientNet-Lite0. A coalition drawn several times is run once (the model is deterministic,
 so the scores are the same), and the full coalition reuses the score of ``x`` itself.
 Every target of an image is read from the same passes.
 """
@@ -41,12 +46,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import fx
 
 from ..core import progress
 from ..core.batching import FastNet, batch_size_for, score_batches
 from ..core.errors import MethodError
+from ..core.geometry import UnsupportedGraph
 from ..core.targets import resolve_targets
 from ..core.tensors import check_batch_size, check_score, target_scores
+from .incremental.graph import trace
 from .integrated import ig_baseline
 
 SEGMENTATIONS = ("slic", "quickshift", "grid")
@@ -201,10 +209,11 @@ class SegmentRun:
         check_batch_size(batch_size)
         x = x.detach()
         base = ig_baseline(x, baseline)
-        fast = FastNet.of(model.net, x)
+        plain = FastNet.of(model.net, x)
         with torch.inference_mode():
-            logits = fast(x).float()
+            logits = plain(x).float()
             targets = resolve_targets(target, x.shape[0], logits)
+            fast = folded(plain, x, logits)
             full = target_scores(logits, targets, score)
         seg = segment(model, x, segments, n_segments)
         return cls(fast, x, base, seg, targets, full, score, batch_size_for(x, batch_size))
@@ -254,6 +263,25 @@ class SegmentRun:
     def extras(self) -> dict:
         """The extras every segment method returns: signed maps and the segments."""
         return {"signed": True, "segments": self.seg, "n_segments": list(self.seg.counts)}
+
+
+def folded(plain: FastNet, x: torch.Tensor, logits: torch.Tensor) -> FastNet:
+    """The model prepared for many passes: on the CPU the traced copy of ``plain.net`` with
+    batch norms folded and clamps fused, in channels-last layout, when that reproduces
+    ``logits`` (the model's output on ``x``); otherwise ``plain`` (module docstring)."""
+    if not plain.is_copy:  # GPU, or a model that cannot be copied
+        return plain
+    try:
+        graph, _, copy = trace(plain.net)
+        module = fx.GraphModule(copy, graph).to(memory_format=torch.channels_last)
+        fast = FastNet(module.requires_grad_(False), torch.channels_last)
+        out = fast(x).float()
+    except (UnsupportedGraph, RuntimeError, TypeError, ValueError, AttributeError):
+        return plain
+    scale = logits.abs().amax().clamp_min(1.0)
+    if out.shape != logits.shape or not bool(((out - logits).abs() <= 1e-3 * scale).all()):
+        return plain
+    return fast
 
 
 def generator(seed: int) -> torch.Generator:
