@@ -156,14 +156,18 @@ def relative_error(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    "method, samples, captum_name",
-    [("shapley_sampling", 300, "ShapleyValueSampling"), ("kernel_shap", 1500, "KernelShap")],
+    "method, samples, captum_name, extra",
+    [
+        ("shapley_sampling", 300, "ShapleyValueSampling", {}),
+        ("kernel_shap", 1500, "KernelShap", {"paired": False}),  # Captum's sampling
+        ("kernel_shap", 1500, "KernelShap", {"paired": True}),
+    ],
 )
-def test_agrees_with_exact_values_and_captum(game, method, samples, captum_name):
+def test_agrees_with_exact_values_and_captum(game, method, samples, captum_name, extra):
     import captum.attr
 
     net, x, labels, exact = game
-    ours = cl.attribute(net, x, method, target=2, segments=labels, samples=samples)
+    ours = cl.attribute(net, x, method, target=2, segments=labels, samples=samples, **extra)
     ours = segment_values(ours.maps[0, 0], labels)
     torch.manual_seed(123)  # Captum draws from the global RNG
     theirs = getattr(captum.attr, captum_name)(net).attribute(
@@ -241,3 +245,28 @@ def test_the_folded_copy_runs_and_scores_as_the_model_does(game):
         torch.testing.assert_close(fast(batch), net(batch), atol=1e-5, rtol=1e-5)
         # a copy whose logits disagree with the model's is not used
         assert folded(plain, x, plain(x) + 1.0) is plain
+
+
+def test_paired_coalitions_lower_the_spread_across_seeds(game):
+    net, x, labels, _ = game
+
+    def spread(paired):
+        runs = [
+            segment_values(
+                cl.attribute(
+                    net,
+                    x,
+                    "kernel_shap",
+                    target=2,
+                    segments=labels,
+                    samples=60,
+                    paired=paired,
+                    seed=s,
+                ).maps[0, 0],
+                labels,
+            )  # fmt: skip
+            for s in range(6)
+        ]
+        return torch.stack(runs).std(0).mean().item()
+
+    assert spread(True) < spread(False)
