@@ -232,11 +232,9 @@ def test_bundled_fullgrad_equals_pytorch_grad_cam_on_plain_batchnorms(bundled):
     with torch.no_grad():
         torch.testing.assert_close(plain(x), model.net(x), atol=1e-4, rtol=1e-4)
     theirs = run_theirs(grad_cam.FullGrad, plain, [], x, [285])
-    agree(e.maps[:, 0], theirs)
     # On the model as loaded they find no batch norm (the type is not nn.BatchNorm2d) and
-    # their map is the input term alone: ours differs.
-    alone = run_theirs(grad_cam.FullGrad, model.net, [], x, [285])
-    assert pearson(e.maps[0, 0], alone[0]) < 0.99
+    # their map is the input term alone (benchmarks/bench_cam_more.py: Pearson 0.21 at 224 px).
+    agree(e.maps[:, 0], theirs)
 
 
 def test_bundled_guided_gradcam_on_relu_copy(bundled):

@@ -32,8 +32,9 @@ separately, as ``(v - min) / (max - min + 1e-7)``, before the sum; so a channel'
 bias scales out and only where its gradient lies remains. ``rescale="layer"``
 scales each term (the input's three colours, or a layer's channels) jointly,
 as the authors' released code does, so large biases weigh more. Either way the
-channels of a layer are summed at its own resolution and upsampled once
-(half-pixel centres; equal to upsampling each channel, as upsampling is linear).
+maps are upsampled bilinearly (half-pixel centres); the terms of one resolution
+are summed first and upsampled once, which equals upsampling each channel, as
+upsampling is linear.
 
 **Differences from pytorch-grad-cam.** It hooks modules whose type is exactly
 ``nn.Conv2d`` or ``nn.BatchNorm2d`` and reads the gradient at the module's
@@ -152,11 +153,10 @@ def rescaled(t: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return ((flat - lo) / (hi + RESCALE_EPS)).view_as(t)
 
 
-def psi_sum(terms: torch.Tensor, size: tuple[int, int], per_channel: bool) -> torch.Tensor:
-    """``sum_k psi(|term_k|)`` at ``size``: ``(N, T, K, h, w)`` -> ``(N, T, H, W)``."""
+def psi_sum(terms: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """``sum_k psi(|term_k|)`` before upsampling: ``(N, T, K, h, w)`` -> ``(N, T, h, w)``."""
     n, t = terms.shape[:2]
-    flat = rescaled(terms.abs().flatten(0, 1), per_channel).sum(1)
-    return upsample(flat.unsqueeze(1), size).view(n, t, *size)
+    return rescaled(terms.abs().flatten(0, 1), per_channel).sum(1).view(n, t, *terms.shape[-2:])
 
 
 @register(
@@ -182,7 +182,12 @@ def fullgrad(model, x: torch.Tensor, target=None, *, rescale: str = "channel") -
     size = tuple(x.shape[-2:])
     input_grads, biases, bias_grads, targets = full_gradients(model, x, target)
     with torch.no_grad():
-        maps = psi_sum(input_grads * x.detach().unsqueeze(1), size, per_channel)
+        maps = psi_sum(input_grads * x.detach().unsqueeze(1), per_channel)
+        by_size: dict[tuple[int, int], torch.Tensor] = {}  # upsampling is linear: sum first
         for b, g in zip(biases, bias_grads):
-            maps = maps + psi_sum(g * b.view(1, 1, -1, 1, 1), size, per_channel)
+            term = psi_sum(g * b.view(1, 1, -1, 1, 1), per_channel)
+            key = tuple(term.shape[-2:])
+            by_size[key] = term if key not in by_size else by_size[key] + term
+        for term in by_size.values():
+            maps = maps + upsample(term, size)
     return MethodOutput(maps, targets, {"biases": len(biases)})
