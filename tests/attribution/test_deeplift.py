@@ -4,6 +4,7 @@ completeness, functional activations, and refusals of operations without a rule.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 
 import pytest
@@ -173,6 +174,7 @@ def captum_ready(net: nn.Module) -> nn.Module:
     return net
 
 
+@functools.cache
 def _resnet():
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=10)
@@ -180,6 +182,7 @@ def _resnet():
     return net.eval()
 
 
+@functools.cache
 def _vgg():
     torch.manual_seed(0)
     net = torchvision.models.vgg11(weights=None)

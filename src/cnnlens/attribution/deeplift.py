@@ -43,7 +43,8 @@ On overlapping max pooling it drops part of the change (see :mod:`.deeplift_rule
 Elsewhere the maps agree to float rounding.
 
 Baselines: ``"zero"``, ``"blur"``, ``"mean"`` or a number (as integrated gradients,
-:func:`.integrated.ig_baseline`), or tensors of references.
+:func:`.integrated.ig_baseline`), or tensors of references
+(:func:`.gradient_shap.references`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from torch import nn
 
 from ..core import progress
 from ..core.activations import Behaviour, module_behaviour
-from ..core.batching import FastNet, batch_size_for, chunks
+from ..core.batching import FastNet, chunks
 from ..core.errors import MethodError
 from ..core.functional import Call, calling_module, intercepted
 from ..core.hooks import attached, out_of_place, preserved
@@ -65,9 +66,7 @@ from ..core.targets import needs_logits, resolve_targets
 from ..core.tensors import MethodOutput, check_batch_size
 from .deeplift_rules import ALTERNATIVES, COUPLING_WHY, NORM_WHY, Rescale, Slot, Watch, refusal
 from .gradient import check_reduce, reduce_per_target
-from .integrated import ig_baseline
-
-Baselines = str | float | torch.Tensor | list | tuple
+from .gradient_shap import Baselines, references, rows_per_pass
 
 
 class Tape:
@@ -133,6 +132,25 @@ class Tape:
         return None
 
 
+_BEHAVIOURS: dict = {}
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def behaviour_of(module: nn.Module) -> Behaviour | None:
+    """:func:`~cnnlens.core.activations.module_behaviour`, remembered per module class and
+    plain attribute values (``ReLU6``, ``Identity``, ``Hardtanh(0, 6)``): probing every
+    module costs about a pass of a small CNN, and the same kinds recur in every call."""
+    state = vars(module)
+    if any(not isinstance(v, _PLAIN) for k, v in state.items() if not k.startswith("_")):
+        return module_behaviour(module)  # tensors or objects among its attributes: probe
+    if module._parameters or module._buffers or module._modules:
+        return module_behaviour(module)
+    key = (type(module), tuple(sorted((k, v) for k, v in state.items() if not k.startswith("_"))))
+    if key not in _BEHAVIOURS:
+        _BEHAVIOURS[key] = module_behaviour(module)
+    return _BEHAVIOURS[key]
+
+
 @contextmanager
 def rescaling(net: nn.Module, tape: Tape) -> Iterator[Tape]:
     """Within the block, forward passes of ``net`` follow ``tape.phase`` (see :class:`Tape`).
@@ -141,7 +159,7 @@ def rescaling(net: nn.Module, tape: Tape) -> Iterator[Tape]:
     norm and coupling calls go through :func:`~cnnlens.core.functional.intercepted`; every
     other torch call through :class:`~.deeplift_rules.Watch`. All undone on exit.
     """
-    acts = [(m, b) for m in net.modules() if (b := module_behaviour(m)) is not None]
+    acts = [(m, b) for m in net.modules() if (b := behaviour_of(m)) is not None]
 
     def enter(module, args):
         tape.depth += 1
@@ -205,50 +223,6 @@ def rescaling(net: nn.Module, tape: Tape) -> Iterator[Tape]:
         tape.slots.clear()
 
 
-def references(x: torch.Tensor, baselines: Baselines, *, single: bool):
-    """The references of each image: ``refs (R, C, H, W)`` and ``index (N, K)`` into them.
-
-    Args:
-        x: ``(N, C, H, W)`` images.
-        baselines: a name or number (one reference per image, :func:`.integrated.ig_baseline`);
-            a tensor ``(C, H, W)`` / ``(1, C, H, W)`` (one shared reference), ``(N, C, H, W)``
-            with ``single`` (one per image) or ``(K, C, H, W)`` without (a distribution
-            shared by all images); or a list of these, concatenated.
-        single: DeepLIFT (exactly one reference per image) rather than a distribution.
-    """
-    n = x.shape[0]
-    items = list(baselines) if isinstance(baselines, (list, tuple)) else [baselines]
-    if not items:
-        raise ValueError("baselines must name at least one reference")
-    refs, index, start = [], [], 0
-    for b in items:
-        if isinstance(b, torch.Tensor):
-            t = b.detach().to(device=x.device, dtype=x.dtype)
-            t = t.unsqueeze(0) if t.dim() == 3 else t
-            if t.dim() != 4 or t.shape[1:] != x.shape[1:]:
-                raise ValueError(
-                    f"a baseline tensor must be (K, C, H, W) like x {tuple(x.shape[1:])}, "
-                    f"got {tuple(b.shape)}"
-                )
-            if single and t.shape[0] == n and n > 1:
-                idx = torch.arange(n).view(n, 1)
-            else:
-                idx = torch.arange(t.shape[0]).view(1, -1).expand(n, -1)
-        else:
-            t = ig_baseline(x.detach(), b)
-            idx = torch.arange(n).view(n, 1)
-        refs.append(t)
-        index.append(idx + start)
-        start += t.shape[0]
-    index = torch.cat(index, dim=1).to(x.device)
-    if single and index.shape[1] != 1:
-        raise ValueError(
-            "deeplift takes one reference per image (a name, a number, a (1, C, H, W) or "
-            "(N, C, H, W) tensor); use deeplift_shap for a distribution of references"
-        )
-    return torch.cat(refs), index
-
-
 def deeplift_per_channel(
     model, x: torch.Tensor, target, refs: torch.Tensor, index: torch.Tensor,
     batch_size: int | None = None,
@@ -278,7 +252,7 @@ def deeplift_per_channel(
             targets = resolve_targets(target, n, fast(x))
     total = sums = gaps = None
     tape = Tape(fast.net)
-    batches = chunks(n * k, batch_size_for(x, batch_size))
+    batches = chunks(n * k, rows_per_pass(x, batch_size))
     with (
         preserved(fast.net, eval_mode=False),
         rescaling(fast.net, tape),
@@ -397,4 +371,4 @@ def deeplift_shap(
     return _maps(model, x, target, baselines, False, reduce, batch_size)
 
 
-__all__ = ["Tape", "deeplift", "deeplift_per_channel", "deeplift_shap", "references", "rescaling"]
+__all__ = ["Tape", "deeplift", "deeplift_shap", "rescaling"]
