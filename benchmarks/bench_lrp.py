@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # helpers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "attribution"))
 
 import common  # noqa: E402

@@ -92,15 +92,19 @@ def fold(layer: Layer, bn: nn.Module) -> Layer:
     return Layer(layer.op, weight.detach(), shift.detach())
 
 
-def unsupported(module: nn.Module) -> str | None:
-    """Why LRP has no rule for ``module``, or None when it has one (module docstring)."""
+def unsupported(module: nn.Module, behaviour: Behaviour | None | bool = False) -> str | None:
+    """Why LRP has no rule for ``module``, or None when it has one (module docstring).
+
+    ``behaviour``: the module's probed activation behaviour when the caller has it already
+    (False: probe here)."""
     if isinstance(module, (nn.Linear, *CONVS)):
         known = layer_op(module) is not None
         return None if known else "it is a Conv subclass with its own forward (unknown map)"
     for kinds, why in ((BN, None), (NORMS, NORM_WHY), (COUPLINGS, COUPLING_WHY)):
         if isinstance(module, kinds):
             return why
-    behaviour = module_behaviour(module)
+    if behaviour is False:
+        behaviour = module_behaviour(module)
     return activation_why(behaviour) if behaviour is not None else _own_state(module)
 
 

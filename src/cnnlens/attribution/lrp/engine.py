@@ -349,7 +349,8 @@ def lrp_hooks(state: State) -> Iterator[tuple[nn.Module, Callable, str]]:
         return _Pass.apply(z, out)
 
     for name, m in state.net.named_modules():
-        why = unsupported(m)
+        behaviour = module_behaviour(m)  # probed once per module and call
+        why = unsupported(m, behaviour)
         if why:  # a container is refused after its children, whose reasons are sharper
             yield m, refuse(name, why), "forward" if next(m.children(), None) else "forward_pre"
         elif isinstance(m, nn.Linear):
@@ -359,14 +360,9 @@ def lrp_hooks(state: State) -> Iterator[tuple[nn.Module, Callable, str]]:
         elif isinstance(m, BN):
             yield m, enter, "forward_pre"
             yield m, bn_hook(name), "forward"
-        elif module_is_activation(m):
+        elif behaviour is not None and behaviour.rectifying:
             yield m, enter, "forward_pre"
             yield m, pass_hook, "forward"
-
-
-def module_is_activation(m: nn.Module) -> bool:
-    b = module_behaviour(m)
-    return b is not None and b.rectifying
 
 
 def _is_input(x: T, inp: T) -> bool:
