@@ -36,8 +36,9 @@ def _imported(name: str, is_pkg: bool, node: ast.AST, known: set[str]) -> set[st
             module = ".".join(base + ([node.module] if node.module else []))
         else:
             module = node.module or ""
-        targets = {f"{module}.{a.name}" if f"{module}.{a.name}" in known else module
-                   for a in node.names}
+        targets = {
+            f"{module}.{a.name}" if f"{module}.{a.name}" in known else module for a in node.names
+        }
     out = set()
     for t in targets:
         parts = t.split(".")

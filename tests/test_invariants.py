@@ -215,7 +215,14 @@ def test_siam_explain_leaves_model_unchanged_also_when_forward_raises():
 
 
 # CAM needs GAP feeding a linear layer; excitation backprop has no rule for the head's maths.
-REFUSED_ON_SIAM = {"cam", "excitation_backprop", "contrastive_excitation_backprop", *TRANSFORMER}
+# LRP has no rule for the SIAM head (sigmoid gates, parameters of its own)
+REFUSED_ON_SIAM = {
+    "cam",
+    "excitation_backprop",
+    "contrastive_excitation_backprop",
+    "lrp",
+    *TRANSFORMER,
+}
 
 
 @pytest.mark.parametrize("method", METHODS)
