@@ -88,8 +88,7 @@ class Tape:
         self.phase, self.depth, self.count, self.inv = phase, 0, 0, inv
 
     def end_reference(self) -> None:
-        """Back to ``"off"`` and settle the multipliers; refuse when the two passes met
-        different nonlinearities."""
+        """Back to ``"off"``; refuse when the two passes met different nonlinearities."""
         counts = (self.calls, self.count)
         self.phase = "off"
         if counts[0] != counts[1]:
@@ -97,6 +96,10 @@ class Tape:
                 f"DeepLIFT met {counts[0]} nonlinearities on the input and {counts[1]} on the "
                 f"reference: the model's control flow depends on the values. {ALTERNATIVES}."
             )
+
+    def settle(self) -> None:
+        """The multipliers of this batch, once both passes ran (outside :func:`rescaling`,
+        so that their arithmetic pays no dispatch through its modes)."""
         with torch.no_grad():
             for slot in self.slots.values():
                 slot.settle()
@@ -220,7 +223,6 @@ def rescaling(net: nn.Module, tape: Tape) -> Iterator[Tape]:
             yield tape
     finally:
         tape.phase = "off"
-        tape.slots.clear()
 
 
 def deeplift_per_channel(
@@ -255,7 +257,6 @@ def deeplift_per_channel(
     batches = chunks(n * k, rows_per_pass(x, batch_size))
     with (
         preserved(fast.net, eval_mode=False),
-        rescaling(fast.net, tape),
         progress.task("deeplift", len(batches)) as advance,
     ):
         for rows in batches:
@@ -264,22 +265,25 @@ def deeplift_per_channel(
             uniq, inv = torch.unique(ids, return_inverse=True)
             lined_up = len(uniq) == len(ids) and bool((uniq == ids).all())
             xr = fast.prepare(x[i]).requires_grad_(True)
-            tape.begin("x", None if lined_up else inv)
-            logits = fast.net(xr)
-            if targets is None:
-                targets = resolve_targets(target, n, logits.new_empty(n, logits.shape[1]))
+            with rescaling(fast.net, tape):  # forward passes only
+                tape.begin("x", None if lined_up else inv)
+                logits = fast.net(xr)
+                if targets is None:
+                    targets = resolve_targets(target, n, logits.new_empty(n, logits.shape[1]))
+                tape.begin("ref", None if lined_up else inv)
+                with torch.no_grad():
+                    ref_logits = fast.net(fast.prepare(refs[uniq]))
+                tape.end_reference()
+            tape.settle()
             if total is None:
                 t = targets.shape[1]
                 total = torch.zeros(n, t, *x.shape[1:], dtype=x.dtype, device=x.device)
                 sums = torch.zeros(n * k, t, dtype=torch.float64, device=x.device)
                 gaps = torch.zeros_like(sums)
             scores = logits.gather(1, targets[i])
-            tape.begin("ref", None if lined_up else inv)
-            with torch.no_grad():
-                ref_scores = fast.net(fast.prepare(refs[uniq]))[inv].gather(1, targets[i])
-            tape.end_reference()
+            ref_scores = ref_logits[inv].gather(1, targets[i])
             diff = x[i] - refs[uniq][inv]
-            for j in range(targets.shape[1]):
+            for j in range(t):
                 (g,) = torch.autograd.grad(scores[:, j].sum(), xr, retain_graph=j < t - 1)
                 c = diff * g
                 total[:, j].index_add_(0, i, c / k)
