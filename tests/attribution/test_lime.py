@@ -187,3 +187,33 @@ def test_explanation_carries_the_segments_and_joins_them(small):
     assert parts[0].signed and isinstance(parts[0].extras["segments"], Segmentation)
     joined = Explanation.cat(parts)
     assert joined.extras["segments"].labels.shape == (2, 12, 12)
+
+
+def test_lasso_that_zeroes_every_weight_says_so():
+    # A head scaled by 1e-6: the logit moves by ~1e-6 over the samples, far below
+    # alpha = 0.01, so the lasso keeps no segment; an all-zero map must not pass silently.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    )
+    with torch.no_grad():
+        net[3].weight.mul_(1e-6)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.warns(UserWarning, match="set every segment's weight to 0"):
+        e = cl.attribute(net, x, "lime", target=0, segments="grid", n_segments=4, samples=64)
+    assert (e.maps == 0).all()
+    ridge = cl.attribute(
+        net,
+        x,
+        "lime",
+        target=0,
+        segments="grid",
+        n_segments=4,
+        samples=64,
+        surrogate="ridge",
+        alpha=1e-12,
+    )
+    assert (ridge.maps != 0).any()

@@ -39,6 +39,8 @@ Captum's default ``n_samples`` is 25, ours 500; the explained quantity is the lo
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..core.registry import register
@@ -149,5 +151,13 @@ def lime(
         coef, intercepts[i] = weighted_fit(z.double(), y, w, model=surrogate, alpha=alpha)
         r2[i] = weighted_r2(z, y, w, coef, intercepts[i])
         maps[i] = run.paint(i, coef.to(device=x.device, dtype=x.dtype))
+        if surrogate == "lasso" and bool((coef == 0).all(dim=1).any()):
+            # A silent all-zero map would read as "nothing matters"; say what happened.
+            warnings.warn(
+                f"lime: the lasso (alpha={alpha}) set every segment's weight to 0 for image {i}: "
+                "the score varies too little over the samples for this penalty; use "
+                "surrogate='ridge' or a smaller alpha",
+                stacklevel=2,
+            )
     extras = {**run.extras(), "intercept": intercepts, "r2": r2, "samples": samples}
     return MethodOutput(maps, run.targets, extras)

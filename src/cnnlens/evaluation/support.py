@@ -38,6 +38,13 @@ FAST: dict[str, dict] = {
     "meaningful_perturbation": {"iterations": 3},
     "extremal": {"iterations": 3},
     "scorecam": {"batch_size": 64},
+    "ablationcam": {"batch_size": 64},
+    "gradient_shap": {"samples": 4},
+    # ridge: on random weights the logit moves by less than the lasso's default penalty, which
+    # then keeps no segment (LIME warns); the matrix asks whether LIME runs, not how sparse
+    "lime": {"samples": 32, "n_segments": 16, "surrogate": "ridge"},
+    "kernel_shap": {"samples": 32, "n_segments": 16},
+    "shapley_sampling": {"samples": 1, "n_segments": 16},
 }
 
 #: What every cell explains: the model's top class (``None``), as users' default does. A
@@ -136,6 +143,9 @@ def share_of_maps(cells: list[Cell]) -> float:
 _SHORT = (
     (r"no global self-attention|cannot tell how the attention tokens", "no ViT attention"),
     (r"excitation backprop is undefined at module '[^']*' \(([^)]+)\)", "EB: {}"),
+    (r"DeepLIFT has no rule at (?:F\.|Tensor\.|torch\.)?(\w+)", "DeepLIFT: {}"),
+    (r"LRP has no rule for module '[^']*' \(([^)]+)\)", "LRP: {}"),
+    (r"LRP has no rule for batch norm", "LRP: BN after no conv"),
     (r"CAM needs global average pooling", "head not GAP+linear"),
     (r"CAM needs a final nn\.Linear|negates the classifier row", "no linear head"),
 )
@@ -151,6 +161,13 @@ LIMITS = {
     "a LayerNorm (each unit divided by statistics of the others), a self-gated activation "
     "(SiLU, Hardswish: negative outputs), a sigmoid gate (squeeze-excitation) or an embedding "
     "with its own parameters has no such weights",
+    "DeepLIFT": "DeepLIFT's rescale rule gives one multiplier per unit for a nonlinearity of "
+    "that unit alone; a LayerNorm or GroupNorm (each unit divided by statistics of the others), "
+    "a product of two input-dependent tensors (squeeze-excitation gates, attention) has none",
+    "LRP": "LRP redistributes relevance through linear layers (batch norm folded into the "
+    "conv before it), rectifying activations, pooling and sums; a LayerNorm or GroupNorm, a "
+    "sigmoid gate, attention or an embedding with parameters of its own has no rule "
+    "(DenseNet's batch norms after a concatenation are a gap, below)",
     "head not GAP+linear": "CAM reads the class weights of a linear layer applied straight "
     "to the global average of the feature map; a ViT's class token, or a LayerNorm or an MLP "
     "between the pooling and the classifier (ConvNeXt, MobileNetV3), is not that, and gradcam "
@@ -167,6 +184,9 @@ GAPS = {
     ("timm/levit_128s", "cam"): "LeViT averages two heads, each an eval-mode BatchNorm1d "
     "and a linear layer on the mean of its last-stage tokens: affine in the pooled vector, "
     "so CAM holds once the norms are folded into the weights",
+    ("densenet121", "lrp"): "DenseNet's batch norms read a concatenation, not a conv, so "
+    "they cannot be folded; as an affine layer of their own (an epsilon rule on the shift) "
+    "they could carry relevance",
     ("hf/swin", "cam"): "the final LayerNorm acts per token and the pooler averages the "
     "tokens as in torchvision's Swin (where CAM works), but through transpose + "
     "AdaptiveAvgPool1d, which CAM's pooling follower does not follow yet",
